@@ -1,0 +1,199 @@
+import json
+
+import pytest
+import torch
+from conftest import ROOT, randomize_norms
+from mmengine.analysis import get_model_complexity_info
+from reference_hire_mlp import ReferenceHireMLP
+
+from mmhire.checkpoint import backbone_state_dict
+from mmhire.models import HireMLP
+
+SHAPES = json.loads(
+    (ROOT.parent / 'shared/reference/official_hire_mlp_state_dict_shapes.json'
+     ).read_text())
+
+
+def strides_of(outs, size):
+    return [size // o.shape[-1] for o in outs]
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'base', 'large'])
+def test_every_arch_gives_the_pyramid(arch):
+    model = HireMLP(arch).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == list(HireMLP.arch_zoo[arch]['channels'])
+    assert strides_of(outs, 64) == [4, 8, 16, 32]
+
+
+@pytest.mark.real_size
+@pytest.mark.parametrize('arch,params,flops', [
+    ('tiny', 17.528, 2.148), ('small', 32.600, 4.239),
+    ('base', 57.713, 8.125), ('large', 94.953, 13.441)])
+def test_parameters_and_flops_match_the_released_network(arch, params, flops):
+    model = HireMLP(arch, out_norm=False).eval()
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 3) == params
+    info = get_model_complexity_info(model, input_shape=(3, 224, 224),
+                                     show_table=False, show_arch=False)
+    assert round(info['flops'] / 1e9, 3) == flops
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'base', 'large'])
+def test_converted_reference_names_and_shapes_fill_the_backbone(arch):
+    state_dict = {k: torch.zeros(v) for k, v in SHAPES[arch].items()}
+    converted, _ = backbone_state_dict({'model': state_dict})
+    model = HireMLP(arch, out_norm=False)
+    expected = model.state_dict()
+    assert sorted(converted) == sorted(expected)
+    assert all(converted[k].shape == expected[k].shape for k in expected)
+    assert len(SHAPES[arch]) - len(converted) == 7  # classifier norm + head
+
+
+@pytest.mark.parametrize('size', [(224, 224), (97, 131), (33, 47), (32, 32),
+                                  (19, 40)])
+def test_bit_for_bit_equal_to_the_reference_network(size):
+    reference = randomize_norms(ReferenceHireMLP('tiny')).eval()
+    model = HireMLP('tiny', out_norm=False).eval()
+    model.load_state_dict(backbone_state_dict({'model':
+                                               reference.state_dict()})[0])
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        for ours, theirs in zip(model(x), reference.forward_features(x)):
+            assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize('size,expected', [
+    ((32, 32), [(8, 8), (4, 4), (2, 2), (1, 1)]),
+    ((35, 61), [(9, 15), (5, 8), (3, 4), (2, 2)]),
+    ((100, 33), [(25, 8), (13, 4), (7, 2), (4, 1)]),
+])
+def test_odd_and_tiny_inputs(tiny_arch, size, expected):
+    model = HireMLP(tiny_arch).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *size))
+    assert [tuple(o.shape[2:]) for o in outs] == expected
+
+
+def test_too_small_input_is_a_clear_error(tiny_arch):
+    model = HireMLP(tiny_arch).eval()
+    assert model.min_input_size == 19
+    model(torch.randn(1, 3, 19, 19))
+    with pytest.raises(ValueError, match='at least 19x19'):
+        model(torch.randn(1, 3, 18, 64))
+    with pytest.raises(ValueError, match=r'expected an \(N, 3, H, W\)'):
+        model(torch.randn(1, 1, 64, 64))
+
+
+def test_out_indices_and_their_norms(tiny_arch):
+    model = HireMLP(tiny_arch, out_indices=(3, 1))
+    outs = model(torch.randn(2, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [32, 64]
+    assert strides_of(outs, 64) == [8, 32]
+    norms = {n.split('.')[0] for n, _ in model.named_parameters()
+             if n.startswith('norm')}
+    assert norms == {'norm1', 'norm3'}
+    assert not any(n.startswith('norm') for n, _ in HireMLP(
+        tiny_arch, out_norm=False).named_parameters())
+    # Every parameter takes part in the loss: DDP finds none unused.
+    sum(o.sum() for o in outs).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize('arch,message', [
+    ('huge', "unknown arch 'huge'.*'base', 'large', 'small', 'tiny'"),
+    (dict(depths=(2, 2, 2, 2)), 'exactly the keys'),
+    (dict(depths=(2, 2, 2), channels=(8, 8, 8, 8), region_sizes=(4, 3, 3, 2),
+          shift_sizes=(2, 2, 1, 1), shift_periods=(2, 2, 3, 2)),
+     r"arch\['depths'\] must be 4 ints"),
+    (dict(depths=(2, 2, 2, 2), channels=(8, 8, 8, 8), region_sizes=(4, 0, 3, 2),
+          shift_sizes=(2, 2, 1, 1), shift_periods=(2, 2, 3, 2)),
+     r"arch\['region_sizes'\] must be 4 ints >= 1"),
+    (['tiny'], 'must be a dict'),
+])
+def test_bad_arch_is_a_clear_error(arch, message):
+    with pytest.raises(ValueError, match=message):
+        HireMLP(arch)
+
+
+def test_bad_out_indices_and_frozen_stages():
+    with pytest.raises(ValueError, match='subset of 0..3'):
+        HireMLP('tiny', out_indices=(0, 4))
+    with pytest.raises(ValueError, match='frozen_stages'):
+        HireMLP('tiny', frozen_stages=5)
+
+
+def test_custom_arch_shifts_each_block_by_its_period(tiny_arch):
+    model = HireMLP(tiny_arch)
+    shifts = [[block.hire.branch_h.shift for block in stage]
+              for stage in model.stages]
+    assert shifts == [[0, 2], [0, 2], [0, 1, 2], [0, 1]]
+    assert [stage[0].hire.branch_w.region_size
+            for stage in model.stages] == [4, 3, 3, 2]
+
+
+def test_drop_path_rises_linearly_over_all_blocks(tiny_arch):
+    model = HireMLP(tiny_arch, drop_path_rate=0.4)
+    rates = [getattr(b.drop_path, 'drop_prob', 0.) for s in model.stages
+             for b in s]
+    assert rates == pytest.approx(torch.linspace(0, 0.4, 9).tolist())
+
+
+def bn_state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()
+            if 'running' in k or 'num_batches' in k}
+
+
+@pytest.mark.parametrize('frozen', [0, 2])
+def test_frozen_stages(tiny_arch, frozen):
+    model = HireMLP(tiny_arch, frozen_stages=frozen)
+    model.train()
+    frozen_modules = model.frozen_modules()
+    assert frozen_modules[0] is model.stem
+    assert len(frozen_modules) == 1 + 3 * frozen - (frozen > 0)
+    before = [bn_state(m) for m in frozen_modules]
+    sum(o.sum() for o in model(torch.randn(2, 3, 64, 64))).backward()
+    for module, stats in zip(frozen_modules, before):
+        assert not module.training
+        for p in module.parameters():
+            assert not p.requires_grad and p.grad is None
+        after = bn_state(module)
+        assert all(torch.equal(stats[k], after[k]) for k in stats)
+    assert model.stages[frozen].training
+    assert all(p.grad is not None for p in model.stages[frozen].parameters())
+
+
+def test_norm_eval_keeps_every_norm_in_eval_mode(tiny_arch):
+    model = HireMLP(tiny_arch, norm_eval=True).train()
+    norms = [m for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and not any(m.training for m in norms)
+    assert model.stages[0][0].ffn.training
+
+
+def test_with_cp_gives_the_same_outputs_gradients_and_statistics(tiny_arch):
+    torch.manual_seed(1)
+    plain = HireMLP(tiny_arch, drop_path_rate=0.)
+    checkpointed = HireMLP(tiny_arch, drop_path_rate=0., with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    results = []
+    for model in (plain, checkpointed):
+        inp = x.clone().requires_grad_()
+        outs = model.train()(inp)
+        sum((o * o).sum() for o in outs).backward()
+        results.append((outs, inp.grad,
+                        {n: p.grad for n, p in model.named_parameters()},
+                        bn_state(model)))
+    (o1, gx1, g1, s1), (o2, gx2, g2, s2) = results
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(o1, o2))
+    assert torch.allclose(gx1, gx2, atol=1e-5)
+    assert all(torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-4) for n in g1)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_syncbn_is_used_for_every_norm(tiny_arch):
+    model = HireMLP(tiny_arch, norm_cfg=dict(type='SyncBN'))
+    norms = [m for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)

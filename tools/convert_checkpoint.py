@@ -1,0 +1,47 @@
+"""Write a clean mmhire checkpoint from a released Hire-MLP ImageNet file.
+
+    python tools/convert_checkpoint.py hire_mlp_small.pth hire_small_mmhire.pth [--ema]
+
+The output holds only the backbone's tensors under mmhire's names (the
+classifier's norm and head, the optimizer and the pickled training args are
+dropped), so any PyTorch loads it with ``weights_only=True`` and no
+allowlist. It loads with ``init_cfg=dict(type='Pretrained', checkpoint=DST)``.
+"""
+import argparse
+import sys
+
+import torch
+
+from mmhire.checkpoint import (CheckpointError, arch_of, backbone_state_dict,
+                               describe_arch, safe_load)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('src', help='released checkpoint (or any supported)')
+    parser.add_argument('dst', help='where to write the mmhire checkpoint')
+    parser.add_argument('--ema', action='store_true',
+                        help="take the file's EMA weights (model_ema)")
+    args = parser.parse_args(argv)
+    try:
+        checkpoint = safe_load(args.src)
+        state_dict, kind = backbone_state_dict(checkpoint, use_ema=args.ema)
+    except CheckpointError as e:
+        sys.exit(f'error: {e}')
+    if 'stem.conv.weight' not in state_dict:
+        sys.exit(f'error: {args.src!r} holds no Hire-MLP backbone.')
+    arch = describe_arch(arch_of(state_dict))
+    dropped = sorted(set(checkpoint) - {'model', 'model_ema', 'state_dict'})
+    torch.save({'state_dict': state_dict,
+                'meta': dict(arch=arch, source=str(args.src), weights=kind)},
+               args.dst)
+    total = sum(v.numel() for v in state_dict.values()
+                if v.is_floating_point())
+    print(f'read {args.src} ({kind}); arch {arch}')
+    print(f'wrote {args.dst}: {len(state_dict)} backbone tensors in mmhire '
+          f'names, {total / 1e6:.3f}M values'
+          + (f'; dropped {", ".join(dropped)}' if dropped else ''))
+
+
+if __name__ == '__main__':
+    main()
