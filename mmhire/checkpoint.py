@@ -22,6 +22,8 @@ import torch
 from mmengine.fileio import get_local_path
 from mmengine.logging import HistoryBuffer, MMLogger
 
+from mmhire.errors import CheckpointError
+
 _NUMPY_DTYPES = tuple(
     type(np.dtype(t))
     for t in ('float16', 'float32', 'float64', 'int32', 'int64', 'bool'))
@@ -48,10 +50,6 @@ RUNNER_GLOBALS = [
     (np._core.multiarray.scalar, 'numpy.core.multiarray.scalar'),
 ]
 RELEASED_GLOBALS = [argparse.Namespace]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot or must not be loaded into the model."""
 
 
 def register_runner_globals():
@@ -244,3 +242,30 @@ def load_pretrained(backbone, filename, use_ema=False):
         message += f'; ignored, not in this backbone: {_short(ignored)}'
     MMLogger.get_current_instance().info(message)
     return message
+
+
+def check_fits(model, filename):
+    """Refuse, before testing, a checkpoint that would leave part of the
+    model as built (mmengine only warns and tests a half-loaded model)."""
+    checkpoint = safe_load(filename)
+    state_dict = checkpoint.get('state_dict', checkpoint) \
+        if isinstance(checkpoint, dict) else {}
+    state_dict = {k.removeprefix('module.'): v for k, v in state_dict.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    mismatched = [k for k in expected if k in state_dict
+                  and state_dict[k].shape != expected[k].shape]
+    if missing or mismatched:
+        problems = []
+        if missing:
+            problems.append(f'{len(missing)} tensors missing ({_short(missing, 3)})')
+        if mismatched:
+            k = mismatched[0]
+            problems.append(
+                f'{len(mismatched)} of another shape (e.g. {k}: '
+                f'{tuple(state_dict[k].shape)} in the file, '
+                f'{tuple(expected[k].shape)} in the model)')
+        raise CheckpointError(
+            f'{filename!r} does not fit the model of this config: '
+            f'{"; ".join(problems)}. Use the checkpoint that this config '
+            'trained.')

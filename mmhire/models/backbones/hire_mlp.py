@@ -19,6 +19,8 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_init
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmhire.errors import ArchError, InputError
+
 ARCH_KEYS = ('depths', 'channels', 'region_sizes', 'shift_sizes',
              'shift_periods')
 _STANDARD = dict(region_sizes=(4, 3, 3, 2), shift_sizes=(2, 2, 1, 1),
@@ -222,7 +224,7 @@ class HireMLP(BaseModule):
         self.arch = self.parse_arch(arch)
         self.out_indices = self._check_out_indices(out_indices)
         if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'HireMLP: frozen_stages must be in -1..'
+            raise ArchError(f'HireMLP: frozen_stages must be in -1..'
                              f'{self.num_stages}, got {frozen_stages}.')
         self.in_channels = in_channels
         self.frozen_stages = frozen_stages
@@ -258,14 +260,14 @@ class HireMLP(BaseModule):
         """Resolve a name from ``arch_zoo`` or validate a custom dict."""
         if isinstance(arch, str):
             if arch not in cls.arch_zoo:
-                raise ValueError(
+                raise ArchError(
                     f'HireMLP: unknown arch {arch!r}; choose one of '
                     f'{sorted(cls.arch_zoo)} or give a dict with the keys '
                     f'{list(ARCH_KEYS)}.')
             return {k: tuple(v) for k, v in cls.arch_zoo[arch].items()}
         if not isinstance(arch, dict) or set(arch) != set(ARCH_KEYS):
             got = sorted(arch) if isinstance(arch, dict) else type(arch)
-            raise ValueError(
+            raise ArchError(
                 f'HireMLP: a custom arch must be a dict with exactly the keys '
                 f'{list(ARCH_KEYS)} (one int per stage each), got {got}; or '
                 f'use one of the names {sorted(cls.arch_zoo)}.')
@@ -276,11 +278,11 @@ class HireMLP(BaseModule):
                     or len(value) != cls.num_stages
                     or not all(isinstance(v, int) and v >= lowest
                                for v in value)):
-                raise ValueError(
+                raise ArchError(
                     f'HireMLP: arch[{key!r}] must be {cls.num_stages} ints '
                     f'>= {lowest}, got {value!r}.')
         if min(arch['channels']) < 4:
-            raise ValueError('HireMLP: arch channels must be at least 4 (the '
+            raise ArchError('HireMLP: arch channels must be at least 4 (the '
                              f'reweighting MLP uses channels // 4), got '
                              f'{arch["channels"]}.')
         return {k: tuple(arch[k]) for k in ARCH_KEYS}
@@ -291,7 +293,7 @@ class HireMLP(BaseModule):
         out_indices = tuple(out_indices)
         if not out_indices or any(
                 i not in range(self.num_stages) for i in out_indices):
-            raise ValueError(f'HireMLP: out_indices must be a non-empty subset '
+            raise ArchError(f'HireMLP: out_indices must be a non-empty subset '
                              f'of 0..{self.num_stages - 1}, got {out_indices}.')
         return tuple(sorted(set(out_indices)))
 
@@ -314,11 +316,11 @@ class HireMLP(BaseModule):
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise InputError(
                 f'HireMLP: expected an (N, {self.in_channels}, H, W) batch, '
                 f'got shape {tuple(x.shape)}.')
         if min(x.shape[2:]) < self.min_input_size:
-            raise ValueError(
+            raise InputError(
                 f'HireMLP: a {x.shape[2]}x{x.shape[3]} input is too small for '
                 f'this arch; images must be at least {self.min_input_size}x'
                 f'{self.min_input_size} (pad or resize them).')
@@ -375,7 +377,7 @@ class HireMLP(BaseModule):
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             if 'checkpoint' not in cfg:
-                raise ValueError("HireMLP: init_cfg=dict(type='Pretrained') "
+                raise ArchError("HireMLP: init_cfg=dict(type='Pretrained') "
                                  'needs checkpoint=PATH.')
             from mmhire.checkpoint import load_pretrained
             load_pretrained(self, cfg['checkpoint'],

@@ -1,0 +1,9 @@
+# Mask R-CNN, Hire-MLP-Tiny, 3x schedule, multi-scale with crops, COCO (8 GPUs x 4).
+_base_ = ['./_base_/mask_rcnn_hire.py', './_base_/coco_instance_ms_crop.py',
+          './_base_/schedule_3x.py']
+
+pretrained = 'checkpoints/hire_mlp_tiny.pth'
+model = dict(
+    backbone=dict(arch='tiny', drop_path_rate=0.1,
+                  init_cfg=dict(checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 320, 512]))

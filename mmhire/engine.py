@@ -1,0 +1,165 @@
+"""What tools/train.py and tools/test.py share: reading a config the way
+mmdet's and mmseg's tools do, adapting it to the machine, checking that its
+data is there, and turning mmhire's errors into one clear line."""
+import copy
+import logging
+import os
+import os.path as osp
+import re
+import sys
+import warnings
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmhire  # noqa: F401  (registers HireMLP and the checkpoint allowlist)
+from mmhire.errors import DatasetNotFoundError, MMHireError
+
+# mmengine resolves 'mmdet::' configs with pkg_resources, which warns on
+# every run; the pinned setuptools still has it.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+DEMO = 'python tools/demo.py {task}'
+DATA_HINTS = {
+    'CocoDataset': (
+        'Get COCO 2017 from https://cocodataset.org (train2017, val2017 and '
+        'annotations_trainval2017) and unpack it as data/coco/train2017/, '
+        'data/coco/val2017/ and data/coco/annotations/ (or link data/coco '
+        'to where it is). To try mmhire without it: ' +
+        DEMO.format(task='detection')),
+    'ADE20KDataset': (
+        'Get ADEChallengeData2016.zip from '
+        'http://data.csail.mit.edu/places/ADEchallenge/ and unpack it as '
+        'data/ade/ADEChallengeData2016/ (images/, annotations/). To try '
+        'mmhire without it: ' + DEMO.format(task='segmentation')),
+}
+
+
+def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
+    """The config as mmdet's and mmseg's tools prepare it, adapted to this
+    machine."""
+    if not osp.isfile(path):
+        raise MMHireError(f'config {path!r} does not exist.')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(path))[0])
+    adapt_to_machine(cfg, launcher)
+    return cfg
+
+
+def _replace_type(node, old, new):
+    """Replace ``type=old`` by ``type=new`` everywhere in a config tree."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == old:
+            node['type'] = new
+            count += 1
+        for value in node.values():
+            count += _replace_type(value, old, new)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _replace_type(value, old, new)
+    return count
+
+
+def adapt_to_machine(cfg, launcher):
+    """SyncBN only where it can run and matters (CUDA, several processes);
+    DDP over gloo on CPU."""
+    cuda = torch.cuda.is_available()
+    if not cuda or launcher == 'none':
+        replaced = _replace_type(cfg.model, 'SyncBN', 'BN')
+        if replaced and os.environ.get('RANK', '0') == '0':
+            why = 'no CUDA' if not cuda else 'a single process'
+            print_log(f'mmhire: {why}, so SyncBN is replaced by BN in '
+                      f'{replaced} places of the model.', logger='current',
+                      level=logging.WARNING)
+    if launcher == 'pytorch' and not cuda:
+        cfg.env_cfg.dist_cfg = dict(backend='gloo')
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel',
+                                     device_ids=None, broadcast_buffers=False)
+        # mmengine's init_dist selects a CUDA device first; start gloo here.
+        if not dist.is_initialized():
+            dist.init_process_group(backend='gloo')
+
+
+def _datasets(cfg):
+    """The leaf dataset configs inside a (possibly wrapped) dataset config."""
+    if 'datasets' in cfg:
+        return [leaf for sub in cfg['datasets'] for leaf in _datasets(sub)]
+    if 'dataset' in cfg:
+        return _datasets(cfg['dataset'])
+    return [cfg]
+
+
+def check_data(cfg, loaders):
+    """Fail early, with directions, when a dataset is not on disk."""
+    for loader in loaders:
+        if not cfg.get(loader):
+            continue
+        for dataset in _datasets(cfg[loader]['dataset']):
+            root = dataset.get('data_root') or ''
+            paths = [dataset.get('ann_file') or '']
+            paths += list((dataset.get('data_prefix') or {}).values())
+            for path in paths:
+                full = osp.join(root, path) if path else root
+                if full and '://' not in full and not osp.exists(full):
+                    hint = DATA_HINTS.get(dataset.get('type'), '')
+                    raise DatasetNotFoundError(
+                        f'the {loader} dataset is not there: {full} does not '
+                        f'exist. {hint}')
+
+
+def build_runner(cfg):
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg \
+        else RUNNERS.build(cfg)
+
+
+@contextmanager
+def clear_errors():
+    """Report mmhire's errors as one line on stderr and exit 1."""
+    try:
+        yield
+    except MMHireError as e:
+        # mmengine prefixes 'class `X` in module: ' for each registry level.
+        message = re.sub(r'class `\w+` in [\w./-]+: ', '', str(e))
+        sys.exit(f'error: {message}')
+
+
+def use_tta(cfg, flip=True):
+    """Test with the config's ``tta_pipeline`` and ``tta_model`` (as mmseg's
+    ``test.py --tta``), optionally without the flipped pass. Returns the
+    scales for the log."""
+    if not cfg.get('tta_pipeline') or not cfg.get('tta_model'):
+        raise MMHireError('--tta needs tta_pipeline and tta_model in the '
+                          'config (the segmentation configs have them).')
+    pipeline = copy.deepcopy(cfg.tta_pipeline)
+    scales = []
+    for transform in pipeline:
+        if transform['type'] != 'TestTimeAug':
+            continue
+        if not flip:
+            transform['transforms'] = [
+                [t for t in group
+                 if t['type'] != 'RandomFlip' or t.get('prob', 0) == 0]
+                for group in transform['transforms']]
+        scales = [t.get('scale') or t.get('scale_factor')
+                  for group in transform['transforms'] for t in group
+                  if t['type'] == 'Resize']
+    cfg.test_dataloader.dataset.pipeline = pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+    print_log(f'mmhire: multi-scale test at {len(scales)} scales '
+              f'{[tuple(s) if isinstance(s, (list, tuple)) else s for s in scales]}'
+              f' {"with" if flip else "without"} horizontal flip',
+              logger='current')
+    return scales

@@ -1,0 +1,60 @@
+"""Train a detector or segmentor with an mmdet or mmseg config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]]
+                          [--amp] [--auto-scale-lr] [--cfg-options K=V ...]
+
+The options are those of mmdet's and mmseg's tools/train.py. Several GPUs:
+tools/dist_train.sh CONFIG GPUS. Without CUDA it runs on the CPU (and
+dist_train.sh runs DDP over gloo).
+"""
+import argparse
+
+from mmengine.config import DictAction
+
+from mmhire.engine import build_runner, check_data, clear_errors, load_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where to save logs and models')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr to the actual total batch size')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from CHECKPOINT, or from the latest checkpoint in the '
+        'work dir when none is given')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'])
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    with clear_errors():
+        cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                          args.launcher)
+        if args.amp:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+        if args.auto_scale_lr:
+            if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+                raise SystemExit('error: --auto-scale-lr needs '
+                                 'auto_scale_lr.base_batch_size in the config')
+            cfg.auto_scale_lr.enable = True
+        if args.resume == 'auto':
+            cfg.resume, cfg.load_from = True, None
+        elif args.resume is not None:
+            cfg.resume, cfg.load_from = True, args.resume
+        check_data(cfg, ['train_dataloader', 'val_dataloader']
+                   if cfg.get('val_cfg') else ['train_dataloader'])
+        build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
