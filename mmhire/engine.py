@@ -40,6 +40,19 @@ DATA_HINTS = {
 }
 
 
+def add_common_args(parser):
+    """The options train.py and test.py share with mmdet's and mmseg's."""
+    from mmengine.config import DictAction
+    parser.add_argument('--work-dir', help='where logs, checkpoints and '
+                        'results go; defaults to work_dirs/<config name>')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'])
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
 def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
     """The config as mmdet's and mmseg's tools prepare it, adapted to this
     machine."""

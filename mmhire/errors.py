@@ -19,3 +19,7 @@ class DatasetNotFoundError(MMHireError, FileNotFoundError):
 
 class InputError(MMHireError, ValueError):
     """A batch the backbone cannot process (channels, size)."""
+
+
+class DeployError(MMHireError, RuntimeError):
+    """Training a network whose BatchNorms were folded for inference."""

@@ -7,7 +7,8 @@ from mmengine.analysis import get_model_complexity_info
 from reference_hire_mlp import ReferenceHireMLP
 
 from mmhire.checkpoint import backbone_state_dict
-from mmhire.models import HireMLP
+from mmhire.errors import DeployError
+from mmhire.models import HireMLP, switch_to_deploy
 
 SHAPES = json.loads(
     (ROOT.parent / 'shared/reference/official_hire_mlp_state_dict_shapes.json'
@@ -50,17 +51,78 @@ def test_converted_reference_names_and_shapes_fill_the_backbone(arch):
     assert len(SHAPES[arch]) - len(converted) == 7  # classifier norm + head
 
 
-@pytest.mark.parametrize('size', [(224, 224), (97, 131), (33, 47), (32, 32),
-                                  (19, 40)])
-def test_bit_for_bit_equal_to_the_reference_network(size):
-    reference = randomize_norms(ReferenceHireMLP('tiny')).eval()
-    model = HireMLP('tiny', out_norm=False).eval()
+def max_relative_error(ours, theirs):
+    return max(((a - b).abs().max() / b.abs().max()).item()
+               for a, b in zip(ours, theirs))
+
+
+def reference_and_ours(arch='tiny', **kwargs):
+    reference = randomize_norms(ReferenceHireMLP(arch))
+    model = HireMLP(arch, out_norm=False, **kwargs)
     model.load_state_dict(backbone_state_dict({'model':
                                                reference.state_dict()})[0])
+    return reference, model
+
+
+@pytest.mark.parametrize('size', [(224, 224), (97, 131), (33, 47), (32, 32),
+                                  (19, 40)])
+def test_same_outputs_as_the_reference_network(size):
+    reference, model = reference_and_ours()
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
-        for ours, theirs in zip(model(x), reference.forward_features(x)):
-            assert torch.equal(ours, theirs)
+        ours = model.eval()(x)
+        theirs = reference.eval().forward_features(x)
+    assert [o.shape for o in ours] == [t.shape for t in theirs]
+    assert all(o.is_contiguous() for o in ours)  # plain NCHW outputs
+    assert max_relative_error(ours, theirs) < 1e-5
+
+
+def test_same_training_step_as_the_reference_network():
+    # In float64, so that rounding (amplified by training-mode BN over few
+    # samples) cannot hide a difference in the arithmetic.
+    reference, model = reference_and_ours()
+    reference, model = reference.double().train(), model.double().train()
+    x = torch.randn(2, 3, 75, 90, dtype=torch.float64)
+    assert max_relative_error(model(x), reference.forward_features(x)) < 1e-12
+    sum((o * o).mean() for o in model(x)).backward()
+    sum((o * o).mean() for o in reference.forward_features(x)).backward()
+    grads = backbone_state_dict({'model': {
+        k: p.grad for k, p in reference.named_parameters()
+        if p.grad is not None}})[0]
+    # The conv biases in front of the stem's and downsamplers' training-mode
+    # BN have a true gradient of zero: only rounding noise to compare there.
+    grads = {k: g for k, g in grads.items() if not k.endswith('conv.bias')}
+    ours = dict(model.named_parameters())
+    assert max(((ours[k].grad - g).abs().max() / g.abs().max()).item()
+               for k, g in grads.items()) < 1e-10
+    stats = backbone_state_dict({'model': reference.state_dict()})[0]
+    assert max((model.state_dict()[k] - v).abs().max().item()
+               for k, v in stats.items() if 'running' in k) < 1e-12
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'large'])
+def test_deploy_form_folds_every_inner_batchnorm(arch):
+    reference, model = reference_and_ours(arch)
+    model = randomize_norms(model).eval()
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        before = model(x)
+        assert switch_to_deploy(model) == 1
+        after = model(x)
+    norms = [m for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms == []  # out_norm=False: nothing left to fold
+    assert max_relative_error(after, before) < 1e-4
+    with pytest.raises(DeployError, match='cannot be trained'):
+        model.train()
+
+
+def test_deploy_keeps_the_per_output_norms(tiny_arch):
+    model = randomize_norms(HireMLP(tiny_arch)).eval()
+    model.switch_to_deploy()
+    norms = {n for n, m in model.named_modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    assert norms == {'norm0', 'norm1', 'norm2', 'norm3'}
 
 
 @pytest.mark.parametrize('size,expected', [

@@ -136,6 +136,11 @@ def test_single_and_multi_scale_testing(small_ade):
     no_flip = run_tool([*test, '--tta', '--no-flip'], cwd=small_ade)
     assert 'at 5 scales' in no_flip.stdout and 'without horizontal flip' \
         in no_flip.stdout
+    # The deploy form scores as the trained network does.
+    deployed = run_tool([*test, '--deploy'], cwd=small_ade)
+    assert '1 backbone(s) switched to the deploy form' in deployed.stdout
+    assert re.findall(r'mIoU: ([\d.]+)', deployed.stdout) == \
+        re.findall(r'mIoU: ([\d.]+)', single.stdout)
 
 
 def test_missing_ade20k_is_a_clear_error(tmp_path):

@@ -1,21 +1,23 @@
 """Test (evaluate) a trained detector or segmentor.
 
-    python tools/test.py CONFIG CHECKPOINT [--tta [--no-flip]]
+    python tools/test.py CONFIG CHECKPOINT [--tta [--no-flip]] [--deploy]
                          [--work-dir DIR] [--cfg-options K=V ...]
 
 A plain run evaluates at the single test scale; --tta evaluates with the
-config's multi-scale (and flip) pipeline, as mmseg's test.py does.
+config's multi-scale (and flip) pipeline, as mmseg's test.py does;
+--deploy tests the Hire-MLP backbone's deploy form (BatchNorms folded).
 
 Several GPUs: tools/dist_test.sh CONFIG CHECKPOINT GPUS.
 """
 import argparse
 
-from mmengine.config import DictAction
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from mmhire.checkpoint import check_fits
-from mmhire.engine import (build_runner, check_data, clear_errors,
-                           load_config, use_tta)
+from mmhire.models import switch_to_deploy
+from mmhire.engine import (add_common_args, build_runner, check_data,
+                           clear_errors, load_config, use_tta)
 
 
 def parse_args():
@@ -26,13 +28,9 @@ def parse_args():
                         help='multi-scale (and flip) test-time augmentation')
     parser.add_argument('--no-flip', action='store_true',
                         help='with --tta: leave out the flipped pass')
-    parser.add_argument('--work-dir', help='where to save the evaluation')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'])
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    return parser.parse_args()
+    parser.add_argument('--deploy', action='store_true',
+                        help="fold the backbone's BatchNorms for inference")
+    return add_common_args(parser).parse_args()
 
 
 def main():
@@ -48,6 +46,10 @@ def main():
         model = runner.model.module if is_model_wrapper(runner.model) \
             else runner.model
         check_fits(getattr(model, 'module', model), args.checkpoint)
+        if args.deploy:
+            runner.load_or_resume()  # fold the loaded weights, not fresh ones
+            print_log(f'mmhire: {switch_to_deploy(model)} backbone(s) '
+                      'switched to the deploy form', logger='current')
         runner.test()
 
 

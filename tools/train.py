@@ -9,15 +9,13 @@ dist_train.sh runs DDP over gloo).
 """
 import argparse
 
-from mmengine.config import DictAction
-
-from mmhire.engine import build_runner, check_data, clear_errors, load_config
+from mmhire.engine import (add_common_args, build_runner, check_data,
+                           clear_errors, load_config)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='where to save logs and models')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -26,12 +24,7 @@ def parse_args():
         '--resume', nargs='?', type=str, const='auto',
         help='resume from CHECKPOINT, or from the latest checkpoint in the '
         'work dir when none is given')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'])
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    return parser.parse_args()
+    return add_common_args(parser).parse_args()
 
 
 def main():

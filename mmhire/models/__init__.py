@@ -1,9 +1,9 @@
 import importlib
 import importlib.util
 
-from .backbones import HireMLP
+from .backbones import HireMLP, switch_to_deploy
 
-__all__ = ['HireMLP']
+__all__ = ['HireMLP', 'switch_to_deploy']
 
 
 def _register_backbones():

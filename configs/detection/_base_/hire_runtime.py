@@ -1,18 +1,6 @@
-# What every Hire-MLP detector shares: the plugin import, the backbone, the
+# What every Hire-MLP detector shares: the plugin and its backbone, the
 # optimizer of the supplement (C.1) and mmdet's default runtime.
-_base_ = 'mmdet::_base_/default_runtime.py'
-
-custom_imports = dict(imports=['mmhire'], allow_failed_imports=False)
-
-# Frameworks put this in model.backbone; each config sets arch, drop path and
-# the released ImageNet checkpoint. SyncBN as in the authors' dense-prediction
-# code; tools/train.py falls back to BN without CUDA or in a single process.
-hire_backbone = dict(
-    type='HireMLP',
-    arch='small',
-    drop_path_rate=0.2,
-    norm_cfg=dict(type='SyncBN', requires_grad=True),
-    init_cfg=dict(type='Pretrained', checkpoint=None))
+_base_ = ['mmdet::_base_/default_runtime.py', '../../_base_/hire_mlp.py']
 
 # Supplement C.1: AdamW, lr 2e-4, weight decay 0.05, 4 images per GPU on 8
 # GPUs. It is silent on decay for norms: none, as mmdet's Swin configs do.

@@ -1,3 +1,3 @@
-from .hire_mlp import HireMLP
+from .hire_mlp import HireMLP, switch_to_deploy
 
-__all__ = ['HireMLP']
+__all__ = ['HireMLP', 'switch_to_deploy']

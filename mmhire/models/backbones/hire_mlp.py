@@ -19,7 +19,9 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_init
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmhire.errors import ArchError, InputError
+from mmhire.errors import ArchError, DeployError, InputError
+from mmhire.models.fuse import fold_bn_after, fold_bn_before
+from mmhire.models.fused_ops import conv_act, conv_add
 
 ARCH_KEYS = ('depths', 'channels', 'region_sizes', 'shift_sizes',
              'shift_periods')
@@ -38,9 +40,18 @@ class ConvNormReLU(nn.Sequential):
             bn=build_norm_layer(norm_cfg, out_channels)[1],
             act=nn.ReLU(inplace=True)))
 
+    def forward(self, x):
+        if isinstance(self.bn, nn.Identity):  # deploy form: BN folded
+            conv = self.conv
+            return conv_act(x, conv.weight, conv.bias, 'relu', conv.stride,
+                            conv.padding)
+        return super().forward(x)
+
 
 class ConvMLP(nn.Module):
-    """Two 1x1 convolutions with a GELU between them."""
+    """Two 1x1 convolutions with a GELU between them. On an (N, C) batch of
+    vectors they run as linear layers: the same weights, without
+    convolution's slow path for 1x1 maps."""
 
     def __init__(self, in_channels, hidden_channels, out_channels):
         super().__init__()
@@ -49,17 +60,38 @@ class ConvMLP(nn.Module):
         self.fc2 = nn.Conv2d(hidden_channels, out_channels, 1)
 
     def forward(self, x):
+        if x.dim() == 2:
+            x = F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)
+            return F.linear(self.act(x), self.fc2.weight.flatten(1),
+                            self.fc2.bias)
         return self.fc2(self.act(self.fc1(x)))
+
+
+def _tokens(x):
+    """(B, C, H, W) maps -> (B, H, W, C) tokens; a free view of the
+    channels-last maps the backbone works on."""
+    return x.permute(0, 2, 3, 1)
+
+
+def _maps(x):
+    """(B, H, W, C) tokens -> (B, C, H, W) channels-last maps (a view)."""
+    return x.permute(0, 3, 1, 2)
 
 
 class RegionMLP(nn.Module):
     """One axis of the hire module: cross-region shift, inner-region
     rearrangement into channels, a bottleneck MLP, and the way back.
 
-    Along ``dim`` (2 for height, 3 for width) the map is rolled by ``shift``,
-    circularly padded to a multiple of ``region_size`` and each run of
-    ``region_size`` tokens is folded into channels (channel ``c * p + i``
-    holds token ``g * p + i``), so a 1x1 convolution mixes a whole region.
+    The parameters are those of the released network: ``fc1`` is a 1x1
+    convolution over ``C * p`` channels, where channel ``c * p + i`` holds
+    token ``g * p + i`` of region ``g`` along ``dim`` (2 for height, 3 for
+    width), after rolling by ``shift`` and circular padding to a multiple of
+    ``p``. The arithmetic is the same, in fewer passes over memory: the roll
+    and the padding are one gather of tokens, the rearrangement and ``fc1``
+    one convolution with a ``p``-long kernel of stride ``p`` (``fc1``'s
+    weights, viewed), and the way back (rearrangement, crop, roll) one
+    gather, for which ``fc2``'s output channels are reordered region-major
+    so that each token's channels are read contiguously.
     """
 
     def __init__(self, channels, region_size, shift, dim, norm_cfg):
@@ -75,39 +107,33 @@ class RegionMLP(nn.Module):
 
     def forward(self, x):
         p, dim = self.region_size, self.dim
+        B, C = x.shape[:2]
         size = x.shape[dim]
-        if self.shift:
-            x = torch.roll(x, self.shift, dims=dim)
-        pad = (p - size % p) % p
-        if pad:
-            x = F.pad(x, (0, pad, 0, 0) if dim == 3 else (0, 0, 0, pad),
-                      mode='circular')
-        x = self.fc2(self.act(self.norm(self.fc1(self._fold(x)))))
-        x = self._unfold(x)
-        if pad:
-            x = x.narrow(dim, 0, size)
-        if self.shift:
-            x = torch.roll(x, -self.shift, dims=dim)
-        return x
-
-    def _fold(self, x):
-        B, C, H, W = x.shape
-        p = self.region_size
-        if self.dim == 2:
-            x = x.reshape(B, C, H // p, p, W).transpose(2, 3)
-            return x.reshape(B, C * p, H // p, W)
-        x = x.reshape(B, C, H, W // p, p).permute(0, 1, 4, 2, 3)
-        return x.reshape(B, C * p, H, W // p)
-
-    def _unfold(self, x):
-        B, Cp, H, W = x.shape
-        p = self.region_size
-        C = Cp // p
-        if self.dim == 2:
-            x = x.reshape(B, C, p, H, W).transpose(2, 3)
-            return x.reshape(B, C, H * p, W)
-        x = x.reshape(B, C, p, H, W).permute(0, 1, 3, 4, 2)
-        return x.reshape(B, C, H, W * p)
+        groups = -(-size // p)
+        positions = torch.arange(groups * p, device=x.device)
+        if self.shift or groups * p != size:
+            # Padded position j holds position (j - shift) mod size.
+            x = _maps(_tokens(x).index_select(
+                dim - 1, (positions - self.shift) % size))
+        kernel = (p, 1) if dim == 2 else (1, p)
+        weight = self.fc1.weight.view(-1, C, *kernel)
+        if isinstance(self.norm, nn.Identity):  # deploy form: BN folded
+            x = conv_act(x, weight, self.fc1.bias, 'relu', kernel)
+        else:
+            x = self.act(self.norm(F.conv2d(x, weight, self.fc1.bias,
+                                            stride=kernel)))
+        weight = self.fc2.weight.view(C, p, -1).transpose(0, 1)
+        bias = self.fc2.bias.view(C, p).t()
+        x = _tokens(F.conv2d(x, weight.reshape(C * p, -1, 1, 1),
+                             bias.reshape(-1)))
+        # Position j comes from padded position (j + shift) mod size: token
+        # (that % p) of region (that // p).
+        source = (positions[:size] + self.shift) % size
+        if dim == 2:  # (B, G, W, p, C) -> (B, G, p, W, C) -> (B, H, W, C)
+            x = x.reshape(B, groups, x.shape[2], p, C).transpose(2, 3)
+            return _maps(x[:, source // p, source % p])
+        x = x.reshape(B, x.shape[1], groups, p, C)
+        return _maps(x[:, :, source // p, source % p])
 
 
 class HireModule(nn.Module):
@@ -122,15 +148,20 @@ class HireModule(nn.Module):
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x):
+        return self.proj(self.mix(x))
+
+    def mix(self, x):
+        """The fused branches, before the output projection."""
         h, w, c = self.branch_h(x), self.branch_w(x), self.fc_c(x)
         B, C = x.shape[:2]
-        a = (h + w + c).flatten(2).mean(2)[:, :, None, None]
-        # Softmax over the branches of each channel (channel c * 3 + j holds
-        # branch j), taken along a leading dim as the released code does.
-        a = self.reweight(a).reshape(B, C, 3).permute(2, 0, 1).softmax(dim=0)
-        a = a[:, :, :, None, None]
-        x = h * a[0] + w * a[1] + c * a[2]
-        return self.proj(x)
+        # The mean of h + w + c, without materialising the sum.
+        a = h.mean((2, 3)) + w.mean((2, 3)) + c.mean((2, 3))
+        # Softmax over the branches of each channel (channel c * 3 + j of
+        # the reweighting MLP is branch j).
+        a = self.reweight(a).view(B, C, 3).softmax(dim=2)
+        a = a.view(B, C, 3, 1, 1)
+        x = c * a[:, :, 2]
+        return x.addcmul_(h, a[:, :, 0]).addcmul_(w, a[:, :, 1])
 
 
 class HireBlock(nn.Module):
@@ -146,8 +177,17 @@ class HireBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x):
-        x = x + self.drop_path(self.hire(self.norm1(x)))
-        return x + self.drop_path(self.ffn(self.norm2(x)))
+        x = self._add(self.hire.mix(self.norm1(x)), self.hire.proj, x)
+        ffn = self.ffn
+        hidden = conv_act(self.norm2(x), ffn.fc1.weight, ffn.fc1.bias, 'gelu')
+        return self._add(hidden, ffn.fc2, x)
+
+    def _add(self, y, conv, x):
+        """``x + drop_path(conv(y))``, the add fused into the convolution
+        where no path is dropped."""
+        if self.training and isinstance(self.drop_path, DropPath):
+            return x + self.drop_path(conv(y))
+        return conv_add(y, conv.weight, conv.bias, x)
 
 
 @contextmanager
@@ -230,6 +270,7 @@ class HireMLP(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.deploy = False
 
         channels = self.arch['channels']
         self.stem = ConvNormReLU(in_channels, channels[0], 7, 4, 2, norm_cfg)
@@ -324,7 +365,9 @@ class HireMLP(BaseModule):
                 f'HireMLP: a {x.shape[2]}x{x.shape[3]} input is too small for '
                 f'this arch; images must be at least {self.min_input_size}x'
                 f'{self.min_input_size} (pad or resize them).')
-        x = self.stem(x)
+        # Channels-last memory throughout: its 1x1 convolutions run two to
+        # three times faster on CPU than on NCHW; the outputs are plain NCHW.
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         outs = []
         for i, stage in enumerate(self.stages):
             if i:
@@ -332,7 +375,8 @@ class HireMLP(BaseModule):
             x = self._run_stage(stage, x)
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}', None)
-                outs.append(norm(x) if norm is not None else x)
+                out = norm(x) if norm is not None else x
+                outs.append(out.contiguous())
         return tuple(outs)
 
     def _run_stage(self, stage, x):
@@ -364,7 +408,37 @@ class HireMLP(BaseModule):
             for param in module.parameters():
                 param.requires_grad = False
 
+    def switch_to_deploy(self):
+        """Fold every BatchNorm inside the network into a convolution next
+        to it, for inference: the stem's and the downsampling layers' into
+        their convolutions, each block's first norm into the three branch
+        projections it feeds, the branch norms into the layer before them
+        and the second norm into the channel MLP. The outputs stay those of
+        the eval-mode network; the per-output norms stay (nothing here
+        follows them). Training afterwards is refused."""
+        if self.deploy:
+            return
+        for layer in (self.stem, *self.downsamples):
+            fold_bn_after(layer.conv, layer.bn)
+            layer.bn = nn.Identity()
+        for block in (block for stage in self.stages for block in stage):
+            hire = block.hire
+            for conv in (hire.branch_h.fc1, hire.branch_w.fc1, hire.fc_c):
+                fold_bn_before(conv, block.norm1)
+            for branch in (hire.branch_h, hire.branch_w):
+                fold_bn_after(branch.fc1, branch.norm)
+                branch.norm = nn.Identity()
+            fold_bn_before(block.ffn.fc1, block.norm2)
+            block.norm1 = block.norm2 = nn.Identity()
+        self.deploy = True
+        self.eval()
+
     def train(self, mode=True):
+        if mode and self.deploy:
+            raise DeployError(
+                'HireMLP: this network was switched to its deploy form (its '
+                'BatchNorms are folded away) and cannot be trained; build it '
+                'anew, or load the checkpoint again, to train.')
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
@@ -390,3 +464,13 @@ class HireMLP(BaseModule):
             for m in self.modules():
                 if isinstance(m, nn.Conv2d):
                     trunc_normal_init(m, std=.02, bias=0.)
+
+
+def switch_to_deploy(model):
+    """Switch every HireMLP inside ``model`` (a backbone, a detector, a
+    segmentor or a test-time-augmentation wrapper) to its deploy form.
+    Returns how many there were."""
+    backbones = [m for m in model.modules() if isinstance(m, HireMLP)]
+    for backbone in backbones:
+        backbone.switch_to_deploy()
+    return len(backbones)

@@ -1,0 +1,25 @@
+"""The analysis tools: FLOPs of a backbone and of a whole config."""
+import re
+
+from conftest import ROOT, run_tool
+
+
+def test_get_flops_of_an_arch_and_of_configs(tmp_path):
+    arch = run_tool(['tools/analysis/get_flops.py', 'small', '--shape', '224',
+                     '224'], cwd=tmp_path)
+    assert "HireMLP 'small' backbone: 32.600M parameters, 4.239 GFLOPs" \
+        in arch.stdout
+    for config in ('detection/mask_rcnn_hire_tiny_1x.py',
+                   'segmentation/upernet_hire_tiny_160k_ade20k.py'):
+        result = run_tool(['tools/analysis/get_flops.py',
+                           str(ROOT / 'configs' / config), '--shape', '256',
+                           '320'], cwd=tmp_path)  # no dataset there
+        whole, backbone = re.findall(r'([\d.]+)M parameters, ([\d.]+) GFLOPs',
+                                     result.stdout)
+        assert float(whole[1]) > float(backbone[1]) > 0
+    deploy = run_tool(['tools/analysis/get_flops.py', 'small', '--deploy'],
+                      cwd=tmp_path)
+    assert 'deploy form' in deploy.stdout
+    unknown = run_tool(['tools/analysis/get_flops.py', 'huge'], cwd=tmp_path,
+                       check=False)
+    assert unknown.returncode == 1 and 'neither an arch' in unknown.stderr

@@ -1,0 +1,212 @@
+"""Side-by-side speed and memory of Hire-MLP and its peers, backbone only.
+
+    python tools/analysis/benchmark.py [--arch small] [--runs 7] [--threads 2]
+
+In one run, interleaving the models so that a busy machine hurts them alike:
+
+* latency: batch 1 at 800x1216, eval mode, no grad;
+* training step: batch 2 at 512x512, train mode, forward and backward;
+  its peak memory is measured in a fresh process per model: how far the
+  first step raises the resident set above what the model and its input
+  hold (Linux only; a later step can reuse memory the allocator kept, so
+  the first step is the one comparable across models);
+* the machine's fp32 matmul rate and the fraction of it each model reaches
+  (the FLOPs of its matmuls and convolutions, as torch's FlopCounterMode
+  counts them, over its latency).
+
+Models: mmhire's Hire-MLP (training form, the same with gradient
+checkpointing for the training step, and deploy form), the
+straightforward reference (benchmarks/reference_hire_mlp.py), and mmdet's
+ResNet-50, Swin-T and PVT-Small. Medians; ratios against the reference.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+LATENCY_SHAPE, TRAIN_SHAPE = (1, 3, 800, 1216), (2, 3, 512, 512)
+
+
+class Features(torch.nn.Module):
+    """The reference's four stage outputs, as a backbone returns them."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x):
+        return tuple(self.network.forward_features(x))
+
+
+def build_models(arch, only=None):
+    """Name -> freshly initialised backbone (all, or just ``only``)."""
+    from mmdet.models.backbones import (PyramidVisionTransformer, ResNet,
+                                        SwinTransformer)
+    from reference_hire_mlp import ReferenceHireMLP
+
+    from mmhire.models import HireMLP, switch_to_deploy
+
+    def deployed():
+        model = HireMLP(arch, out_norm=False)
+        switch_to_deploy(model)
+        return model
+
+    label = f'Hire-MLP-{arch.capitalize()}'
+    factories = {
+        f'{label} reference': lambda: Features(ReferenceHireMLP(arch)),
+        f'{label} mmhire': lambda: HireMLP(arch, out_norm=False),
+        f'{label} mmhire with_cp': lambda: HireMLP(arch, out_norm=False,
+                                                   with_cp=True),
+        f'{label} mmhire deploy': deployed,
+        'ResNet-50 (mmdet)': lambda: ResNet(depth=50),
+        'Swin-T (mmdet)': SwinTransformer,
+        'PVT-Small (mmdet)': lambda: PyramidVisionTransformer(
+            num_layers=[3, 4, 6, 3]),
+    }
+    return {name: make() for name, make in factories.items()
+            if only is None or name == only}
+
+
+def matmul_gflops(runs, n=2048):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def flops(model, shape):
+    """FLOPs of the matmuls and convolutions of one forward (with autograd
+    on, so that mmhire takes its unfused path, which the counter knows)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(shape))
+    return counter.get_total_flops()
+
+
+def infer(model, x):
+    with torch.no_grad():
+        model(x)
+
+
+def train_step(model, x):
+    outs = model(x)
+    sum(o.float().mean() for o in outs).backward()
+    model.zero_grad(set_to_none=True)
+
+
+def interleaved(models, step, x, runs):
+    """Median seconds of ``step(model, x)`` per model, one warm-up each,
+    then ``runs`` rounds over all models."""
+    for model in models.values():
+        step(model, x)
+    times = {name: [] for name in models}
+    for _ in range(runs):
+        for name, model in models.items():
+            start = time.perf_counter()
+            step(model, x)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def peak_memory_of_step(arch, name, threads):
+    """MiB by which the first training step raises the resident set,
+    measured in a fresh process."""
+    result = subprocess.run(
+        [sys.executable, __file__, '--arch', arch, '--threads', str(threads),
+         '--memory-of', name], capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _status(field):
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024  # kB -> MiB
+
+
+def measure_memory(arch, name):
+    model = build_models(arch, only=name)[name]
+    model.train()
+    x = torch.randn(TRAIN_SHAPE)
+    Path('/proc/self/clear_refs').write_text('5')  # reset the peak
+    before = _status('VmRSS')
+    train_step(model, x)
+    return _status('VmHWM') - before
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--arch', default='small')
+    parser.add_argument('--runs', type=int, default=7)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--json', help='also write the figures here')
+    parser.add_argument('--memory-of', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.memory_of:
+        print(measure_memory(args.arch, args.memory_of))
+        return
+
+    models = build_models(args.arch)
+    peak = matmul_gflops(args.runs)
+    work = {name: flops(model, LATENCY_SHAPE) for name, model in models.items()
+            if 'with_cp' not in name}
+    # (mmdet's ResNet.train() returns None, so no chaining of eval/train.)
+    for model in models.values():
+        model.eval()
+    inference = {n: m for n, m in models.items() if 'with_cp' not in n}
+    latency = interleaved(inference, infer, torch.randn(LATENCY_SHAPE),
+                          args.runs)
+    trainable = {n: m for n, m in models.items() if 'deploy' not in n}
+    for model in trainable.values():
+        model.train()
+    step = interleaved(trainable, train_step, torch.randn(TRAIN_SHAPE),
+                       args.runs)
+    memory = {name: peak_memory_of_step(args.arch, name, args.threads)
+              for name in trainable}
+
+    reference = next(iter(models))
+    print(f'torch {torch.__version__}, {args.threads} threads; fp32 matmul '
+          f'{peak:.0f} GFLOP/s; medians of {args.runs} interleaved runs\n')
+    print('| backbone | GFLOPs @800x1216 | latency 1x800x1216 (s) | speed-up '
+          'vs reference | matmul rate reached | train step 2x512x512 (s) | '
+          'speed-up vs reference | peak memory of the step (MiB) | vs '
+          'reference |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    rows = {}
+    for name in models:
+        r = rows[name] = dict(step=step.get(name), memory=memory.get(name))
+        if name in latency:
+            r.update(gflops=work[name] / 1e9, latency=latency[name],
+                     latency_speedup=latency[reference] / latency[name],
+                     matmul_fraction=work[name] / latency[name] / 1e9 / peak)
+        infer_cells = ('| - | - | - | - ' if name not in latency else
+                       f"| {r['gflops']:.0f} | {r['latency']:.2f} | "
+                       f"{r['latency_speedup']:.2f}x | "
+                       f"{100 * r['matmul_fraction']:.0f}% ")
+        train_cells = ('| - | - | - | - |' if r['step'] is None else
+                       f"| {r['step']:.2f} | {step[reference] / r['step']:.2f}x"
+                       f" | {r['memory']:.0f} | "
+                       f"{r['memory'] / memory[reference]:.2f}x |")
+        print(f'| {name} ' + infer_cells + train_cells)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            dict(matmul_gflops=peak, threads=args.threads, runs=args.runs,
+                 models=rows), indent=1))
+
+
+if __name__ == '__main__':
+    main()
