@@ -259,3 +259,22 @@ def test_syncbn_is_used_for_every_norm(tiny_arch):
     norms = [m for m in model.modules()
              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)
+
+
+def test_fused_inference_kernels_match_the_plain_ops():
+    from mmhire.models.fused_ops import conv_act, conv_add
+    x = torch.randn(1, 16, 23, 37).contiguous(
+        memory_format=torch.channels_last)
+    fc1, fc2 = torch.nn.Conv2d(16, 64, 1), torch.nn.Conv2d(64, 16, 1)
+    with torch.enable_grad():  # autograd on: the plain ops
+        plain = x + fc2(torch.nn.functional.gelu(fc1(x)))
+    with torch.no_grad():
+        fused = conv_add(conv_act(x, fc1.weight, fc1.bias, 'gelu'),
+                         fc2.weight, fc2.bias, x)
+        relu = conv_act(x, fc1.weight, fc1.bias, 'relu', (2, 1))
+        added = conv_add(x, fc2.weight[:, :16], fc2.bias, x)
+    assert torch.allclose(fused, plain, atol=1e-5)
+    assert torch.allclose(relu, torch.relu(torch.nn.functional.conv2d(
+        x, fc1.weight, fc1.bias, stride=(2, 1))), atol=1e-5)
+    assert torch.allclose(added, x + torch.nn.functional.conv2d(
+        x, fc2.weight[:, :16], fc2.bias), atol=1e-5)
