@@ -138,14 +138,22 @@ def build_runner(cfg):
 
 
 @contextmanager
-def clear_errors():
-    """Report mmhire's errors as one line on stderr and exit 1."""
+def tool_session():
+    """The body of a tool: mmhire's errors end it as one line on stderr
+    (exit 1), and a process group is closed on the way out (a gloo group
+    left to interpreter shutdown can abort a finished run with "terminate
+    called without an active exception")."""
     try:
         yield
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # no process tears the group down under another
     except MMHireError as e:
         # mmengine prefixes 'class `X` in module: ' for each registry level.
         message = re.sub(r'class `\w+` in [\w./-]+: ', '', str(e))
         sys.exit(f'error: {message}')
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def use_tta(cfg, flip=True):

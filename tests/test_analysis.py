@@ -1,4 +1,6 @@
-"""The analysis tools: FLOPs of a backbone and of a whole config."""
+"""The analysis tools: FLOPs of a backbone and of a whole config; the
+benchmark's measurement in a fresh process."""
+import json
 import re
 
 from conftest import ROOT, run_tool
@@ -23,3 +25,16 @@ def test_get_flops_of_an_arch_and_of_configs(tmp_path):
     unknown = run_tool(['tools/analysis/get_flops.py', 'huge'], cwd=tmp_path,
                        check=False)
     assert unknown.returncode == 1 and 'neither an arch' in unknown.stderr
+
+
+def test_benchmark_measures_a_model_in_a_fresh_process(tmp_path):
+    def measure(name, task):
+        result = run_tool(['tools/analysis/benchmark.py', '--arch', 'tiny',
+                           '--runs', '2', '--measure', name, '--task', task],
+                          cwd=tmp_path)
+        return json.loads(result.stdout.splitlines()[-1])
+
+    latency = measure('Hire-MLP-Tiny mmhire deploy', 'latency')
+    assert len(latency['times']) == 2 and latency['memory'] is None
+    step = measure('Hire-MLP-Tiny reference', 'train')
+    assert len(step['times']) == 2 and step['memory'] > 10  # MiB

@@ -117,6 +117,39 @@ def test_deploy_form_folds_every_inner_batchnorm(arch):
         model.train()
 
 
+@pytest.mark.parametrize('tile_tokens', [1, 50])
+def test_inference_in_tiles_gives_the_same_outputs(monkeypatch, tile_tokens):
+    # Large maps run the blocks' tails in row tiles; force that on small
+    # ones, with rolled branches and padding along both axes.
+    from mmhire.models.backbones.hire_mlp import HireBlock
+    reference, model = reference_and_ours()
+    model.eval()
+    x = torch.randn(2, 3, 97, 131)
+    with torch.no_grad():
+        theirs = reference.eval().forward_features(x)
+        monkeypatch.setattr(HireBlock, 'TILE_ABOVE', 0)
+        monkeypatch.setattr(HireBlock, 'TILE_TOKENS', tile_tokens)
+        tiled = model(x)
+        model.switch_to_deploy()
+        tiled_deploy = model(x)
+    assert max_relative_error(tiled, theirs) < 1e-5
+    assert max_relative_error(tiled_deploy, theirs) < 1e-4
+
+
+def test_group_norm_runs_whole_and_is_not_folded(monkeypatch, tiny_arch):
+    from mmhire.models.backbones.hire_mlp import HireBlock
+    model = HireMLP(tiny_arch, norm_cfg=dict(type='GN', num_groups=2)).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        whole = model(x)
+        monkeypatch.setattr(HireBlock, 'TILE_ABOVE', 0)
+        monkeypatch.setattr(HireBlock, 'TILE_TOKENS', 8)
+        again = model(x)  # GroupNorm needs the whole map: no tiles
+    assert all(torch.equal(a, b) for a, b in zip(whole, again))
+    with pytest.raises(DeployError, match='BatchNorm layers only'):
+        model.switch_to_deploy()
+
+
 def test_deploy_keeps_the_per_output_norms(tiny_arch):
     model = randomize_norms(HireMLP(tiny_arch)).eval()
     model.switch_to_deploy()

@@ -112,7 +112,7 @@ def test_two_process_dist_train_on_cpu(small_coco):
         ['tools/dist_train.sh', str(DEMO), '2', '--cfg-options',
          'model.backbone.norm_cfg.type=SyncBN', 'train_cfg.max_epochs=1',
          'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1'],
-        cwd=small_coco, env=dict(PORT='29611'))
+        cwd=small_coco, env=dict(PORT='29611', PYTHONFAULTHANDLER='1'))
     output = result.stdout + result.stderr
     assert 'Distributed training: True' in output
     assert 'GPU number: 2' in output

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mmhire.datasets.synthetic import make_ade_shapes, make_coco_shapes
-from mmhire.engine import build_runner, clear_errors, load_config, use_tta
+from mmhire.engine import build_runner, load_config, tool_session, use_tta
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 DEMOS = {
@@ -76,7 +76,7 @@ def main():
     parser.add_argument('--work-dir', help='defaults to work_dirs/<config>')
     args = parser.parse_args()
     demo = DEMOS[args.task]
-    with clear_errors():
+    with tool_session():
         cfg = load_config(str(demo['config']), work_dir=args.work_dir)
         if not osp.isdir(cfg.data_root):
             print(f'making the built-in {args.task} data in {cfg.data_root}')

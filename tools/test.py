@@ -15,9 +15,9 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from mmhire.checkpoint import check_fits
-from mmhire.models import switch_to_deploy
 from mmhire.engine import (add_common_args, build_runner, check_data,
-                           clear_errors, load_config, use_tta)
+                           load_config, tool_session, use_tta)
+from mmhire.models import switch_to_deploy
 
 
 def parse_args():
@@ -35,7 +35,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    with clear_errors():
+    with tool_session():
         cfg = load_config(args.config, args.cfg_options, args.work_dir,
                           args.launcher)
         cfg.load_from = args.checkpoint

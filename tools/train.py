@@ -10,7 +10,7 @@ dist_train.sh runs DDP over gloo).
 import argparse
 
 from mmhire.engine import (add_common_args, build_runner, check_data,
-                           clear_errors, load_config)
+                           load_config, tool_session)
 
 
 def parse_args():
@@ -29,7 +29,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    with clear_errors():
+    with tool_session():
         cfg = load_config(args.config, args.cfg_options, args.work_dir,
                           args.launcher)
         if args.amp:

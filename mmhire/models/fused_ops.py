@@ -16,7 +16,7 @@ _POINTWISE = (getattr(torch.ops.mkldnn, '_convolution_pointwise', None)
 _ACTIVATIONS = {'relu': F.relu, 'gelu': F.gelu}
 
 
-def _fusable(x):
+def fusable(x):
     return (_POINTWISE is not None and x.device.type == 'cpu'
             and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and not torch.jit.is_tracing())
@@ -25,7 +25,7 @@ def _fusable(x):
 def conv_act(x, weight, bias, act, stride=(1, 1), padding=(0, 0)):
     """``act(conv2d(x, weight, bias))`` with ``act`` 'relu' or 'gelu'
     (exact)."""
-    if _fusable(x):
+    if fusable(x):
         return _POINTWISE(x, weight, bias, list(padding), list(stride),
                           [1, 1], 1, act, [],
                           'none' if act == 'gelu' else None)  # exact GELU
@@ -34,7 +34,7 @@ def conv_act(x, weight, bias, act, stride=(1, 1), padding=(0, 0)):
 
 def conv_add(x, weight, bias, residual):
     """``residual + conv2d(x, weight, bias)`` for a 1x1 convolution."""
-    if _fusable(x):
+    if fusable(x):
         return _POINTWISE.binary(x, residual, weight, bias, [0, 0], [1, 1],
                                  [1, 1], 1, 'add', 1.0, None, [], None)
     return residual + F.conv2d(x, weight, bias)

@@ -1,15 +1,22 @@
 """Side-by-side speed and memory of Hire-MLP and its peers, backbone only.
 
-    python tools/analysis/benchmark.py [--arch small] [--runs 7] [--threads 2]
+    python tools/analysis/benchmark.py [--arch small] [--rounds 3] [--runs 3]
 
-In one run, interleaving the models so that a busy machine hurts them alike:
+Each model is timed in processes of its own, as it runs when deployed: in
+a process shared with other models, glibc's allocator (whose mmap
+threshold follows the sizes freed so far) hands a model memory that an
+earlier model paged in, which moved figures here by up to 40%. Rounds over
+all models, each with a fresh process per model and task, spread a busy
+spell of the machine over all of them. ``--keep-freed-memory`` runs them
+with glibc keeping freed memory, where no run after the first pays page
+faults for fresh memory: the other end of what an allocator can do.
 
 * latency: batch 1 at 800x1216, eval mode, no grad;
 * training step: batch 2 at 512x512, train mode, forward and backward;
-  its peak memory is measured in a fresh process per model: how far the
-  first step raises the resident set above what the model and its input
-  hold (Linux only; a later step can reuse memory the allocator kept, so
-  the first step is the one comparable across models);
+  its peak memory is how far the first step raises the resident set above
+  what the model and its input hold (Linux only; a later step can reuse
+  memory the allocator kept, so the first step is the one comparable
+  across models);
 * the machine's fp32 matmul rate and the fraction of it each model reaches
   (the FLOPs of its matmuls and convolutions, as torch's FlopCounterMode
   counts them, over its latency).
@@ -17,10 +24,12 @@ In one run, interleaving the models so that a busy machine hurts them alike:
 Models: mmhire's Hire-MLP (training form, the same with gradient
 checkpointing for the training step, and deploy form), the
 straightforward reference (benchmarks/reference_hire_mlp.py), and mmdet's
-ResNet-50, Swin-T and PVT-Small. Medians; ratios against the reference.
+ResNet-50, Swin-T and PVT-Small. Medians over all rounds; ratios against
+the reference.
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -107,87 +116,113 @@ def train_step(model, x):
     model.zero_grad(set_to_none=True)
 
 
-def interleaved(models, step, x, runs):
-    """Median seconds of ``step(model, x)`` per model, one warm-up each,
-    then ``runs`` rounds over all models."""
-    for model in models.values():
-        step(model, x)
-    times = {name: [] for name in models}
-    for _ in range(runs):
-        for name, model in models.items():
-            start = time.perf_counter()
-            step(model, x)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def peak_memory_of_step(arch, name, threads):
-    """MiB by which the first training step raises the resident set,
-    measured in a fresh process."""
-    result = subprocess.run(
-        [sys.executable, __file__, '--arch', arch, '--threads', str(threads),
-         '--memory-of', name], capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
-
-
 def _status(field):
     for line in Path('/proc/self/status').read_text().splitlines():
         if line.startswith(field):
             return int(line.split()[1]) / 1024  # kB -> MiB
 
 
-def measure_memory(arch, name):
+def measure(arch, name, task, runs):
+    """In this (fresh) process: seconds of ``runs`` latency runs or training
+    steps after one warm-up, and for training, by how many MiB the first
+    step raised the resident set (Linux only)."""
     model = build_models(arch, only=name)[name]
-    model.train()
-    x = torch.randn(TRAIN_SHAPE)
-    Path('/proc/self/clear_refs').write_text('5')  # reset the peak
-    before = _status('VmRSS')
-    train_step(model, x)
-    return _status('VmHWM') - before
+    if task == 'latency':
+        model.eval()
+        step, x = infer, torch.randn(LATENCY_SHAPE)
+    else:
+        model.train()
+        step, x = train_step, torch.randn(TRAIN_SHAPE)
+    memory = None
+    if task == 'train':
+        Path('/proc/self/clear_refs').write_text('5')  # reset the peak
+        before = _status('VmRSS')
+        step(model, x)
+        memory = _status('VmHWM') - before
+    else:
+        step(model, x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        step(model, x)
+        times.append(time.perf_counter() - start)
+    return dict(times=times, memory=memory)
+
+
+# glibc keeps freed memory instead of returning it to the OS (and mmaps no
+# block), so that no large tensor is paged in afresh after the first run.
+KEEP_FREED_MEMORY = dict(MALLOC_MMAP_THRESHOLD_=str(2**32),
+                         MALLOC_TRIM_THRESHOLD_=str(2**36))
+
+
+def in_fresh_process(args, name, task):
+    env = dict(os.environ, **(KEEP_FREED_MEMORY if args.keep_freed_memory
+                              else {}))
+    result = subprocess.run(
+        [sys.executable, __file__, '--arch', args.arch, '--threads',
+         str(args.threads), '--runs', str(args.runs), '--measure', name,
+         '--task', task], capture_output=True, text=True, check=True,
+        env=env)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--arch', default='small')
-    parser.add_argument('--runs', type=int, default=7)
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--runs', type=int, default=3,
+                        help='timed runs per model and round')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help="tell glibc's allocator to keep freed memory, "
+                        'so that no run pays page faults for fresh memory')
     parser.add_argument('--json', help='also write the figures here')
-    parser.add_argument('--memory-of', help=argparse.SUPPRESS)
+    parser.add_argument('--measure', help=argparse.SUPPRESS)
+    parser.add_argument('--task', help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.memory_of:
-        print(measure_memory(args.arch, args.memory_of))
+    if args.measure:
+        print(json.dumps(measure(args.arch, args.measure, args.task,
+                                 args.runs)))
         return
 
     models = build_models(args.arch)
-    peak = matmul_gflops(args.runs)
+    peak = matmul_gflops(7)
     work = {name: flops(model, LATENCY_SHAPE) for name, model in models.items()
             if 'with_cp' not in name}
-    # (mmdet's ResNet.train() returns None, so no chaining of eval/train.)
-    for model in models.values():
-        model.eval()
-    inference = {n: m for n, m in models.items() if 'with_cp' not in n}
-    latency = interleaved(inference, infer, torch.randn(LATENCY_SHAPE),
-                          args.runs)
-    trainable = {n: m for n, m in models.items() if 'deploy' not in n}
-    for model in trainable.values():
-        model.train()
-    step = interleaved(trainable, train_step, torch.randn(TRAIN_SHAPE),
-                       args.runs)
-    memory = {name: peak_memory_of_step(args.arch, name, args.threads)
-              for name in trainable}
+    names = list(models)
+    tasks = [(name, 'latency') for name in work] + [
+        (name, 'train') for name in models if 'deploy' not in name]
+    del models
+    samples = {task: dict(times=[], memory=[]) for task in tasks}
+    for _ in range(args.rounds):  # rounds spread a busy spell over all
+        for task in tasks:
+            result = in_fresh_process(args, *task)
+            samples[task]['times'] += result['times']
+            samples[task]['memory'].append(result['memory'])
+    latency, step, memory = {}, {}, {}
+    for (name, task), s in samples.items():
+        if task == 'latency':
+            latency[name] = statistics.median(s['times'])
+        else:
+            step[name] = statistics.median(s['times'])
+            memory[name] = statistics.median(s['memory'])
 
-    reference = next(iter(models))
+    reference = next(iter(work))
+    allocator = ('keeping freed memory' if args.keep_freed_memory else
+                 'default')
     print(f'torch {torch.__version__}, {args.threads} threads; fp32 matmul '
-          f'{peak:.0f} GFLOP/s; medians of {args.runs} interleaved runs\n')
+          f'{peak:.0f} GFLOP/s; glibc allocator {allocator}; each model in '
+          f'its own processes, medians of {args.rounds} rounds x {args.runs} '
+          f'runs\n')
     print('| backbone | GFLOPs @800x1216 | latency 1x800x1216 (s) | speed-up '
           'vs reference | matmul rate reached | train step 2x512x512 (s) | '
           'speed-up vs reference | peak memory of the step (MiB) | vs '
           'reference |')
     print('|---|---|---|---|---|---|---|---|---|')
     rows = {}
-    for name in models:
+    for name in names:
         r = rows[name] = dict(step=step.get(name), memory=memory.get(name))
         if name in latency:
             r.update(gflops=work[name] / 1e9, latency=latency[name],
@@ -204,8 +239,9 @@ def main():
         print(f'| {name} ' + infer_cells + train_cells)
     if args.json:
         Path(args.json).write_text(json.dumps(
-            dict(matmul_gflops=peak, threads=args.threads, runs=args.runs,
-                 models=rows), indent=1))
+            dict(matmul_gflops=peak, threads=args.threads, rounds=args.rounds,
+                 keep_freed_memory=args.keep_freed_memory,
+                 runs=args.runs, models=rows), indent=1))
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ from mmengine.analysis import get_model_complexity_info
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
-from mmhire.engine import clear_errors, load_config
+from mmhire.engine import load_config, tool_session
 from mmhire.errors import MMHireError
 from mmhire.models import HireMLP, switch_to_deploy
 
@@ -82,7 +82,7 @@ def main():
     parser.add_argument('--deploy', action='store_true',
                         help='count the deploy form (BatchNorms folded)')
     args = parser.parse_args()
-    with clear_errors():
+    with tool_session():
         model, backbone, name = build(args.target)
         if args.deploy:
             switch_to_deploy(model)

@@ -21,7 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmhire.errors import ArchError, DeployError, InputError
 from mmhire.models.fuse import fold_bn_after, fold_bn_before
-from mmhire.models.fused_ops import conv_act, conv_add
+from mmhire.models.fused_ops import conv_act, conv_add, fusable
 
 ARCH_KEYS = ('depths', 'channels', 'region_sizes', 'shift_sizes',
              'shift_periods')
@@ -78,6 +78,48 @@ def _maps(x):
     return x.permute(0, 3, 1, 2)
 
 
+class _PlainNCHW(torch.autograd.Function):
+    """Channels-last maps out as plain NCHW, with the gradient coming back
+    channels-last: ``.contiguous()`` would pass a neck's NCHW gradient on
+    as it is, and elementwise backward ops over mixed layouts run up to ten
+    times slower."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+def _per_token(norm):
+    """Whether ``norm`` treats each token on its own (so that a block can
+    run on tiles): folded away, or a BatchNorm using running statistics."""
+    return isinstance(norm, nn.Identity) or (
+        isinstance(norm, _BatchNorm) and not norm.training
+        and norm.track_running_stats)
+
+
+class _TokenGather(torch.autograd.Function):
+    """``x[:, rows, slots]`` where no token of ``x`` is taken twice. Its
+    backward scatters the gradient back in place, three times faster than
+    the sorting, accumulating ``index_put_`` of torch's own indexing."""
+
+    @staticmethod
+    def forward(ctx, x, rows, slots):
+        ctx.save_for_backward(rows, slots)
+        ctx.shape = x.shape
+        return x[:, rows, slots]
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, slots = ctx.saved_tensors
+        grad_x = grad.new_zeros(ctx.shape)
+        grad_x[:, rows, slots] = grad
+        return grad_x, None, None
+
+
 class RegionMLP(nn.Module):
     """One axis of the hire module: cross-region shift, inner-region
     rearrangement into channels, a bottleneck MLP, and the way back.
@@ -89,9 +131,10 @@ class RegionMLP(nn.Module):
     ``p``. The arithmetic is the same, in fewer passes over memory: the roll
     and the padding are one gather of tokens, the rearrangement and ``fc1``
     one convolution with a ``p``-long kernel of stride ``p`` (``fc1``'s
-    weights, viewed), and the way back (rearrangement, crop, roll) one
-    gather, for which ``fc2``'s output channels are reordered region-major
-    so that each token's channels are read contiguously.
+    weights, viewed), and ``fc2``'s output channels are reordered
+    region-major, so that each token's channels come out contiguous. Along
+    the width, its output then is a view of the tokens in padded order; along
+    the height it takes one gather, which also undoes the roll.
     """
 
     def __init__(self, channels, region_size, shift, dim, norm_cfg):
@@ -106,6 +149,8 @@ class RegionMLP(nn.Module):
         self.fc2 = nn.Conv2d(channels // 2, channels * region_size, 1)
 
     def forward(self, x):
+        """Returns ``(y, roll)``: the branch's output is ``y`` rolled by
+        ``-roll`` along ``dim`` (the fusion applies that roll for free)."""
         p, dim = self.region_size, self.dim
         B, C = x.shape[:2]
         size = x.shape[dim]
@@ -126,14 +171,35 @@ class RegionMLP(nn.Module):
         bias = self.fc2.bias.view(C, p).t()
         x = _tokens(F.conv2d(x, weight.reshape(C * p, -1, 1, 1),
                              bias.reshape(-1)))
+        if dim == 3:  # (B, H, G, p * C) -> (B, H, G * p, C), cropped
+            return _maps(x.reshape(B, x.shape[1], groups * p, C)[:, :, :size]), \
+                self.shift
         # Position j comes from padded position (j + shift) mod size: token
-        # (that % p) of region (that // p).
+        # (that % p) of region (that // p); (B, G, W, p, C) -> (B, H, W, C).
         source = (positions[:size] + self.shift) % size
-        if dim == 2:  # (B, G, W, p, C) -> (B, G, p, W, C) -> (B, H, W, C)
-            x = x.reshape(B, groups, x.shape[2], p, C).transpose(2, 3)
-            return _maps(x[:, source // p, source % p])
-        x = x.reshape(B, x.shape[1], groups, p, C)
-        return _maps(x[:, :, source // p, source % p])
+        x = x.reshape(B, groups, x.shape[2], p, C).transpose(2, 3)
+        return _maps(_TokenGather.apply(x, source // p, source % p)), 0
+
+
+def _addcmul_rolled(out, y, weight, roll, dim):
+    """``out += y.roll(-roll, dim) * weight``, in place, without
+    materialising the roll."""
+    size = out.shape[dim]
+    roll %= size
+    if not roll:
+        return out.addcmul_(y, weight)
+    out.narrow(dim, 0, size - roll).addcmul_(
+        y.narrow(dim, roll, size - roll), weight)
+    out.narrow(dim, size - roll, roll).addcmul_(y.narrow(dim, 0, roll),
+                                                weight)
+    return out
+
+
+def _spatial_mean(x):
+    """Mean over H and W of channels-last maps, rows first: torch reduces a
+    view with gaps between its rows (the width branch's) ten times slower
+    in one go."""
+    return _tokens(x).sum(1).sum(1) / (x.shape[2] * x.shape[3])
 
 
 class HireModule(nn.Module):
@@ -148,24 +214,41 @@ class HireModule(nn.Module):
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x):
-        return self.proj(self.mix(x))
+        return self.proj(self.fuse(*self.attend(x)))
 
-    def mix(self, x):
-        """The fused branches, before the output projection."""
-        h, w, c = self.branch_h(x), self.branch_w(x), self.fc_c(x)
+    def attend(self, x):
+        """The three branches and their attention weights, (B, C, 3, 1, 1)."""
+        branches = self.branch_h(x), self.branch_w(x), (self.fc_c(x), 0)
         B, C = x.shape[:2]
-        # The mean of h + w + c, without materialising the sum.
-        a = h.mean((2, 3)) + w.mean((2, 3)) + c.mean((2, 3))
+        # The mean of h + w + c, without materialising the sum (a mean is
+        # blind to rolls).
+        a = sum(_spatial_mean(y) for y, _ in branches)
         # Softmax over the branches of each channel (channel c * 3 + j of
         # the reweighting MLP is branch j).
         a = self.reweight(a).view(B, C, 3).softmax(dim=2)
-        a = a.view(B, C, 3, 1, 1)
-        x = c * a[:, :, 2]
-        return x.addcmul_(h, a[:, :, 0]).addcmul_(w, a[:, :, 1])
+        return branches, a.view(B, C, 3, 1, 1)
+
+    @staticmethod
+    def fuse(branches, a, images=slice(None), rows=slice(None)):
+        """The attention-weighted sum of the branches (before ``proj``),
+        for some images and rows (the height branch comes rolled back
+        already, so row tiles need no wrap-around)."""
+        (h, _), (w, w_roll), (c, _) = branches
+        a = a[images]
+        x = c[images, :, rows] * a[:, :, 2]
+        x.addcmul_(h[images, :, rows], a[:, :, 0])
+        return _addcmul_rolled(x, w[images, :, rows], a[:, :, 1], w_roll, 3)
 
 
 class HireBlock(nn.Module):
     """Pre-norm residual block: hire module, then a 4x channel MLP."""
+
+    # In inference, a block whose FFN hidden map would take more bytes than
+    # this runs everything after the branches on tiles of about TILE_TOKENS
+    # tokens: a hidden tile stays in cache, whereas glibc maps memory of 32
+    # MiB and more fresh from the OS (page faults) on every allocation.
+    TILE_ABOVE = 2**25
+    TILE_TOKENS = 4096
 
     def __init__(self, channels, region_size, shift, drop_path, norm_cfg,
                  mlp_ratio=4):
@@ -177,10 +260,34 @@ class HireBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x):
-        x = self._add(self.hire.mix(self.norm1(x)), self.hire.proj, x)
-        ffn = self.ffn
-        hidden = conv_act(self.norm2(x), ffn.fc1.weight, ffn.fc1.bias, 'gelu')
-        return self._add(hidden, ffn.fc2, x)
+        branches, a = self.hire.attend(self.norm1(x))
+        if self._in_tiles(x):
+            return self._forward_tiled(x, branches, a)
+        x = self._add(self.hire.fuse(branches, a), self.hire.proj, x)
+        return self._add(self._ffn_hidden(x), self.ffn.fc2, x)
+
+    def _in_tiles(self, x):
+        hidden_bytes = (x.numel() // x.shape[1] * self.ffn.fc1.out_channels
+                        * x.element_size())
+        return (not self.training and fusable(x) and _per_token(self.norm2)
+                and hidden_bytes > self.TILE_ABOVE)
+
+    def _forward_tiled(self, x, branches, a):
+        """The block after its branches, image by image and rows by rows."""
+        out = torch.empty_like(x)
+        rows = max(1, self.TILE_TOKENS // x.shape[3])
+        for image in range(x.shape[0]):
+            for row in range(0, x.shape[2], rows):
+                tile = slice(image, image + 1), slice(row, row + rows)
+                y = self._add(self.hire.fuse(branches, a, *tile),
+                              self.hire.proj, x[tile[0], :, tile[1]])
+                out[tile[0], :, tile[1]] = self._add(
+                    self._ffn_hidden(y), self.ffn.fc2, y)
+        return out
+
+    def _ffn_hidden(self, x):
+        fc1 = self.ffn.fc1
+        return conv_act(self.norm2(x), fc1.weight, fc1.bias, 'gelu')
 
     def _add(self, y, conv, x):
         """``x + drop_path(conv(y))``, the add fused into the convolution
@@ -376,7 +483,7 @@ class HireMLP(BaseModule):
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}', None)
                 out = norm(x) if norm is not None else x
-                outs.append(out.contiguous())
+                outs.append(_PlainNCHW.apply(out))
         return tuple(outs)
 
     def _run_stage(self, stage, x):
@@ -418,10 +525,21 @@ class HireMLP(BaseModule):
         follows them). Training afterwards is refused."""
         if self.deploy:
             return
+        blocks = [block for stage in self.stages for block in stage]
+        inner = [layer.bn for layer in (self.stem, *self.downsamples)] + [
+            norm for b in blocks for norm in (
+                b.norm1, b.norm2, b.hire.branch_h.norm, b.hire.branch_w.norm)]
+        others = {type(n).__name__ for n in inner
+                  if not isinstance(n, _BatchNorm)}
+        if others:
+            raise DeployError(
+                f'HireMLP: switch_to_deploy folds BatchNorm layers only; this '
+                f'network has {sorted(others)} (norm_cfg). Build it with '
+                f"norm_cfg=dict(type='BN') (or SyncBN) to deploy it.")
         for layer in (self.stem, *self.downsamples):
             fold_bn_after(layer.conv, layer.bn)
             layer.bn = nn.Identity()
-        for block in (block for stage in self.stages for block in stage):
+        for block in blocks:
             hire = block.hire
             for conv in (hire.branch_h.fc1, hire.branch_w.fc1, hire.fc_c):
                 fold_bn_before(conv, block.norm1)
