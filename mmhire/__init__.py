@@ -1,13 +1,19 @@
-"""mmhire: the Hire-MLP backbone for MMDetection and MMSegmentation.
+"""mmhire: hierarchical vision MLP backbones for MMDetection and
+MMSegmentation.
 
 ``import mmhire`` (or ``custom_imports=dict(imports=['mmhire'])`` in a
-config) registers ``HireMLP`` in the model registries of mmdet and mmseg and
-lets mmengine load the checkpoints it writes under ``weights_only=True``.
+config) checks the versions of the stack, registers ``HireMLP`` and
+``ConvMLP`` in the model registries of mmdet and mmseg, and lets mmengine
+load the checkpoints it writes under ``weights_only=True``.
 """
-from .checkpoint import register_runner_globals
-from .models import HireMLP
-from .version import __version__
+from .dependencies import check_versions
+
+check_versions()  # one clear line before anything fails deeper
+
+from .checkpoint import register_runner_globals  # noqa: E402
+from .models import ConvMLP, HireMLP  # noqa: E402
+from .version import __version__  # noqa: E402
 
 register_runner_globals()
 
-__all__ = ['HireMLP', '__version__']
+__all__ = ['ConvMLP', 'HireMLP', '__version__']

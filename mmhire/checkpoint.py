@@ -1,4 +1,5 @@
-"""Safe checkpoint loading and conversion of the authors' released files.
+"""Safe checkpoint loading, and loading of the authors' released files into
+any mmhire backbone (each backbone converts its own names).
 
 Everything is read with ``torch.load(weights_only=True)``. Beyond tensors
 and plain containers, exactly these pickled types are allowed:
@@ -24,6 +25,8 @@ from mmengine.logging import HistoryBuffer, MMLogger
 
 from mmhire.errors import CheckpointError
 
+_multiarray = getattr(np, '_core', None) or np.core  # numpy 2 or numpy 1
+_multiarray = _multiarray.multiarray
 _NUMPY_DTYPES = tuple(
     type(np.dtype(t))
     for t in ('float16', 'float32', 'float64', 'int32', 'int64', 'bool'))
@@ -44,10 +47,8 @@ RUNNER_GLOBALS = [
     np.dtype,
     *_NUMPY_DTYPES,
     # numpy 2 pickles these under numpy._core, numpy 1 under numpy.core.
-    (np._core.multiarray._reconstruct, 'numpy._core.multiarray._reconstruct'),
-    (np._core.multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
-    (np._core.multiarray.scalar, 'numpy._core.multiarray.scalar'),
-    (np._core.multiarray.scalar, 'numpy.core.multiarray.scalar'),
+    *((getattr(_multiarray, f), f'numpy.{core}.multiarray.{f}')
+      for f in ('_reconstruct', 'scalar') for core in ('_core', 'core')),
 ]
 RELEASED_GLOBALS = [argparse.Namespace]
 
@@ -88,55 +89,8 @@ def safe_load(filename):
             'made.') from None
 
 
-_BLOCK_RENAMES = (
-    ('attn.mlp_h1_norm.', 'hire.branch_h.norm.'),
-    ('attn.mlp_h1.', 'hire.branch_h.fc1.'),
-    ('attn.mlp_h2.', 'hire.branch_h.fc2.'),
-    ('attn.mlp_w1_norm.', 'hire.branch_w.norm.'),
-    ('attn.mlp_w1.', 'hire.branch_w.fc1.'),
-    ('attn.mlp_w2.', 'hire.branch_w.fc2.'),
-    ('attn.mlp_c.', 'hire.fc_c.'),
-    ('attn.', 'hire.'),
-    ('mlp.', 'ffn.'),
-)
-
-
-def official_to_mmhire(key):
-    """mmhire's name for a key of a released checkpoint; ``None`` for the
-    classifier's final norm and head, which a backbone does not have."""
-    if key.startswith(('norm.', 'head.')):
-        return None
-    m = re.fullmatch(r'patch_embed\.(proj|norm)\.(.+)', key)
-    if m:
-        return f"stem.{'conv' if m[1] == 'proj' else 'bn'}.{m[2]}"
-    m = re.fullmatch(r'network\.(\d+)\.(.+)', key)
-    if not m:
-        return key
-    index, rest = int(m[1]), m[2]
-    if index % 2:  # downsampling layer between stage index//2 and the next
-        layer, tail = rest.split('.', 1)
-        layer = {'proj': 'conv', 'norm': 'bn'}.get(layer, layer)
-        return f'downsamples.{index // 2}.{layer}.{tail}'
-    block, rest = rest.split('.', 1)
-    for old, new in _BLOCK_RENAMES:
-        if rest.startswith(old):
-            rest = new + rest[len(old):]
-            break
-    return f'stages.{index // 2}.{block}.{rest}'
-
-
-def is_official(state_dict):
-    return any(k.startswith(('network.', 'patch_embed.')) for k in state_dict)
-
-
-def backbone_state_dict(checkpoint, use_ema=False):
-    """The backbone's tensors, in mmhire's names, from any supported file.
-
-    Returns ``(state_dict, description)``. Accepts a released checkpoint
-    (``model`` / ``model_ema``), an mmengine checkpoint (``state_dict``,
-    keys possibly under ``backbone.`` as in a detector or segmentor), or a
-    bare state dict.
-    """
+def _unwrap(checkpoint, use_ema):
+    """The state dict inside any supported container, and its kind."""
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'a checkpoint must be a dict, got '
                               f'{type(checkpoint).__name__}.')
@@ -157,37 +111,49 @@ def backbone_state_dict(checkpoint, use_ema=False):
         raise CheckpointError(
             f'found no state dict in the checkpoint (its keys: '
             f'{sorted(checkpoint)[:8]}).')
-
     state_dict = {k.removeprefix('module.'): v for k, v in state_dict.items()}
     if any(k.startswith('backbone.') for k in state_dict):
         state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items()
                       if k.startswith('backbone.')}
         kind += ' of a detector/segmentor'
-    if is_official(state_dict):
-        state_dict = {official_to_mmhire(k): v for k, v in state_dict.items()}
-        state_dict.pop(None, None)
-        kind = f'released ImageNet checkpoint, {kind}'
     return state_dict, kind
 
 
-def arch_of(state_dict):
-    """Depths and channels of the network whose tensors these are."""
-    depths, channels = [0] * 4, [0] * 4
-    for key, value in state_dict.items():
-        m = re.match(r'stages\.(\d)\.(\d+)\.norm1\.weight$', key)
-        if m:
-            stage = int(m[1])
-            depths[stage] = max(depths[stage], int(m[2]) + 1)
-            channels[stage] = value.shape[0]
-    return dict(depths=tuple(depths), channels=tuple(channels))
+def backbone_state_dict(checkpoint, use_ema=False):
+    """The backbone's tensors, in mmhire's names, from any supported file.
+
+    Returns ``(state_dict, description, dropped)``: a released checkpoint
+    (``model`` / ``model_ema``, or a bare state dict in the authors' names)
+    is converted by the backbone whose names it uses, and ``dropped`` lists
+    the classifier keys it left out; an mmengine checkpoint (``state_dict``,
+    keys possibly under ``backbone.`` as in a detector or segmentor) or a
+    bare state dict in mmhire's names comes as it is.
+    """
+    from mmhire.models import BACKBONES
+    state_dict, kind = _unwrap(checkpoint, use_ema)
+    for backbone in BACKBONES:
+        released = backbone.from_released(state_dict)
+        if released is not None:
+            state_dict, dropped = released
+            if dropped:
+                kind = f'released ImageNet checkpoint, {kind}'
+            return state_dict, kind, dropped
+    return state_dict, kind, []
 
 
-def describe_arch(arch):
-    from mmhire.models import HireMLP
-    for name, zoo in HireMLP.arch_zoo.items():
-        if all(tuple(zoo[k]) == tuple(v) for k, v in arch.items()):
-            return repr(name)
-    return f"depths={arch['depths']}, channels={arch['channels']}"
+def identify(state_dict):
+    """``(backbone class, arch)`` of the network whose tensors (in mmhire's
+    names) these are, or ``(None, {})``."""
+    from mmhire.models import BACKBONES
+    for backbone in BACKBONES:
+        arch = backbone.arch_of(state_dict)
+        if arch:
+            return backbone, arch
+    return None, {}
+
+
+def describe(backbone, arch):
+    return f'{backbone.paper_name} {backbone.zoo_name(arch)}'
 
 
 def _short(keys, limit=6):
@@ -197,17 +163,28 @@ def _short(keys, limit=6):
 
 
 def load_pretrained(backbone, filename, use_ema=False):
-    """Load a checkpoint into a ``HireMLP`` and log one line saying what was
-    loaded. Shapes that do not fit, or a file that would leave most of the
-    backbone uninitialised, are errors."""
-    state_dict, kind = backbone_state_dict(safe_load(filename), use_ema)
+    """Load a checkpoint into an mmhire backbone and log one line saying what
+    was loaded. A file of another network or arch, shapes that do not fit,
+    or a file that would leave most of the backbone uninitialised, are
+    errors; the backbone is left untouched."""
+    state_dict, kind, dropped = backbone_state_dict(safe_load(filename),
+                                                    use_ema)
+    network, name = type(backbone), type(backbone).name()
     expected = backbone.state_dict()
-    out_norms = tuple(f'norm{i}.' for i in range(4))
+    model_arch = network.arch_of(expected)
+    other, other_arch = identify(state_dict)
+    if other is not None and other is not network:
+        raise CheckpointError(
+            f'{filename!r} holds a {describe(other, other_arch)} network, '
+            f'not a {network.paper_name} one; this backbone is '
+            f'{describe(network, model_arch)}. Use type={other.__name__!r} '
+            f'or a {network.paper_name} checkpoint.')
 
+    out_norms = tuple(f'norm{i}.' for i in range(network.num_outs))
     mismatched = [k for k in state_dict
                   if k in expected and state_dict[k].shape != expected[k].shape]
-    file_arch, model_arch = arch_of(state_dict), arch_of(expected)
-    if mismatched or (any(file_arch['depths']) and file_arch != model_arch):
+    file_arch = network.arch_of(state_dict)
+    if mismatched or (file_arch and file_arch != model_arch):
         example = ''
         if mismatched:
             k = mismatched[0]
@@ -215,16 +192,16 @@ def load_pretrained(backbone, filename, use_ema=False):
                        f'file, {tuple(expected[k].shape)} in the model')
         raise CheckpointError(
             f'{filename!r} does not fit this backbone: the file holds arch '
-            f'{describe_arch(file_arch)}, the backbone is '
-            f'{describe_arch(model_arch)}{example}. Set arch to match.')
+            f'{network.zoo_name(file_arch)}, the backbone is '
+            f'{network.zoo_name(model_arch)}{example}. Set arch to match.')
 
     body = [k for k in expected if not k.startswith(out_norms)]
     missing = [k for k in body if k not in state_dict]
     if len(missing) * 2 > len(body):
         raise CheckpointError(
             f'{filename!r} would leave {len(missing)} of the backbone\'s '
-            f'{len(body)} tensors uninitialised: it is not a Hire-MLP '
-            f'checkpoint of this arch (its first keys: '
+            f'{len(body)} tensors uninitialised: it is not a '
+            f'{network.paper_name} checkpoint of this arch (its first keys: '
             f'{_short(state_dict, 4)}).')
 
     loaded = {k: v for k, v in state_dict.items() if k in expected}
@@ -232,10 +209,11 @@ def load_pretrained(backbone, filename, use_ema=False):
     fresh = sorted({k.split('.')[0] for k in expected
                     if k.startswith(out_norms) and k not in state_dict})
     ignored = [k for k in state_dict if k not in expected]
-    message = (f'HireMLP: loaded {len(loaded)} tensors from {filename} '
-               f'({kind}); ')
+    message = f'{name}: loaded {len(loaded)} tensors from {filename} ({kind}); '
     message += (f'backbone tensors not in the file: {_short(missing)}'
                 if missing else 'no backbone tensor missing')
+    if dropped:
+        message += f"; skipped the classifier's {_short(dropped)}"
     if fresh:
         message += f'; fresh per-output norms: {", ".join(fresh)}'
     if ignored:

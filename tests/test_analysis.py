@@ -11,8 +11,13 @@ def test_get_flops_of_an_arch_and_of_configs(tmp_path):
                      '224'], cwd=tmp_path)
     assert "HireMLP 'small' backbone: 32.600M parameters, 4.239 GFLOPs" \
         in arch.stdout
+    convmlp = run_tool(['tools/analysis/get_flops.py', 'large', '--backbone',
+                        'ConvMLP'], cwd=tmp_path)
+    assert "ConvMLP 'large' backbone: 41.958M parameters, 9.90" \
+        in convmlp.stdout
     for config in ('detection/mask_rcnn_hire_tiny_1x.py',
-                   'segmentation/upernet_hire_tiny_160k_ade20k.py'):
+                   'segmentation/upernet_hire_tiny_160k_ade20k.py',
+                   'detection/retinanet_convmlp_small_1x.py'):
         result = run_tool(['tools/analysis/get_flops.py',
                            str(ROOT / 'configs' / config), '--shape', '256',
                            '320'], cwd=tmp_path)  # no dataset there
@@ -28,13 +33,17 @@ def test_get_flops_of_an_arch_and_of_configs(tmp_path):
 
 
 def test_benchmark_measures_a_model_in_a_fresh_process(tmp_path):
-    def measure(name, task):
-        result = run_tool(['tools/analysis/benchmark.py', '--arch', 'tiny',
-                           '--runs', '2', '--measure', name, '--task', task],
-                          cwd=tmp_path)
+    def measure(network, arch, name, task):
+        result = run_tool(['tools/analysis/benchmark.py', '--network',
+                           network, '--arch', arch, '--runs', '2',
+                           '--measure', name, '--task', task], cwd=tmp_path)
         return json.loads(result.stdout.splitlines()[-1])
 
-    latency = measure('Hire-MLP-Tiny mmhire deploy', 'latency')
+    latency = measure('hire', 'tiny', 'Hire-MLP-Tiny mmhire deploy',
+                      'latency')
     assert len(latency['times']) == 2 and latency['memory'] is None
-    step = measure('Hire-MLP-Tiny reference', 'train')
+    step = measure('hire', 'tiny', 'Hire-MLP-Tiny reference', 'train')
     assert len(step['times']) == 2 and step['memory'] > 10  # MiB
+    convmlp = measure('convmlp', 'small', 'ConvMLP-Small reference',
+                      'latency')
+    assert len(convmlp['times']) == 2

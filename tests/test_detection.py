@@ -15,9 +15,20 @@ from mmengine.registry import init_default_scope
 from mmhire.engine import adapt_to_machine
 
 CONFIGS = sorted((ROOT / 'configs/detection').glob('*.py'))
+HIRE_CONFIGS = [p for p in CONFIGS if '_hire_' in p.stem]
+CONVMLP_CONFIGS = [p for p in CONFIGS if '_convmlp_' in p.stem]
 DEMO = ROOT / 'configs/detection/demo/mask_rcnn_hire_tiny_synthetic.py'
+CONVMLP_DEMO = ROOT / 'configs/detection/demo/mask_rcnn_convmlp_small_synthetic.py'
 CHANNELS = dict(tiny=[64, 128, 320, 512], small=[64, 128, 320, 512],
                 base=[64, 128, 320, 512], large=[96, 192, 384, 768])
+CONVMLP_CHANNELS = dict(small=[64, 128, 256, 512], medium=[64, 128, 256, 512],
+                        large=[96, 192, 384, 768])
+# Whole-model parameters (M) that the ConvMLP authors report, to 0.1 M (and
+# Mask R-CNN-M's 37.1 rounded twice: it has 37.0475 M).
+CONVMLP_PARAMS = dict(
+    retinanet_convmlp_small_1x=18.7, retinanet_convmlp_medium_1x=27.1,
+    retinanet_convmlp_large_1x=52.9, mask_rcnn_convmlp_small_1x=28.7,
+    mask_rcnn_convmlp_medium_1x=37.1, mask_rcnn_convmlp_large_1x=62.2)
 
 
 def test_every_framework_size_and_schedule_has_its_config():
@@ -28,6 +39,8 @@ def test_every_framework_size_and_schedule_has_its_config():
                                   ('mask_rcnn', '3x'),
                                   ('cascade_mask_rcnn', '1x'),
                                   ('cascade_mask_rcnn', '3x')]}
+    expected |= {f'{fw}_convmlp_{size}_1x' for size in CONVMLP_CHANNELS
+                 for fw in ('retinanet', 'mask_rcnn')}
     assert names == expected
 
 
@@ -40,6 +53,9 @@ def test_config_trains_one_iteration_and_infers(path):
     from mmdet.registry import MODELS
     model = MODELS.build(cfg.model)
     model.init_weights()
+    if path.stem in CONVMLP_PARAMS:
+        total = sum(p.numel() for p in model.parameters())
+        assert abs(total / 1e6 - CONVMLP_PARAMS[path.stem]) < 0.06
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     data = demo_mm_inputs(batch_size=1, image_shapes=[(3, 96, 128)],
                           num_items=[3], num_classes=80,
@@ -58,7 +74,7 @@ def scales_of(pipeline):
             if 'Resize' in t['type']]
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize('path', HIRE_CONFIGS, ids=lambda p: p.stem)
 def test_config_holds_the_supplement_settings(path):
     cfg = Config.fromfile(path)
     framework, size, schedule = re.fullmatch(
@@ -103,16 +119,54 @@ def test_config_holds_the_supplement_settings(path):
             for h in heads)
 
 
+@pytest.mark.parametrize('path', CONVMLP_CONFIGS, ids=lambda p: p.stem)
+def test_convmlp_config_holds_the_authors_settings(path):
+    cfg = Config.fromfile(path)
+    framework, size = re.fullmatch(r'(\w+)_convmlp_(\w+)_1x',
+                                   path.stem).groups()
+    assert cfg.custom_imports.imports == ['mmhire']
+    backbone = cfg.model.backbone
+    assert (backbone.type, backbone.arch) == ('ConvMLP', size)
+    assert backbone.out_indices == (0, 1, 2, 3)
+    assert backbone.norm_cfg.type == 'BN' and backbone.drop_path_rate == 0.1
+    assert backbone.init_cfg == dict(type='Pretrained',
+                                     checkpoint=cfg.pretrained)
+    assert cfg.pretrained == f'checkpoints/convmlp_{size[0]}_imagenet.pth'
+    neck = cfg.model.neck
+    assert neck.in_channels == CONVMLP_CHANNELS[size] and neck.num_outs == 5
+    if framework == 'retinanet':
+        assert (neck.start_level, neck.add_extra_convs) == (1, 'on_input')
+    else:
+        assert neck.get('start_level', 0) == 0
+    # The authors' configs: AdamW lr 1e-4, weight decay 1e-4 on everything,
+    # 2 images x 8 GPUs, 12 epochs, lr / 10 at 8 and 11, 500 warm-up steps.
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == \
+        ('AdamW', 1e-4, 1e-4)
+    assert 'paramwise_cfg' not in cfg.optim_wrapper
+    assert cfg.train_dataloader.batch_size == 2
+    assert cfg.auto_scale_lr.base_batch_size == 16
+    warmup, steps = cfg.param_scheduler
+    assert (warmup.type, warmup.end, warmup.start_factor) == \
+        ('LinearLR', 500, 0.001)
+    assert cfg.train_cfg.max_epochs == 12 and steps.milestones == [8, 11]
+    assert scales_of(cfg.train_dataloader.dataset.pipeline) == [(1333, 800)]
+    assert scales_of(cfg.test_dataloader.dataset.pipeline) == [(1333, 800)]
+
+
 def metric_lines(output):
     return re.findall(r'coco/bbox_mAP: ([\d.]+)', output)
 
 
-def test_two_process_dist_train_on_cpu(small_coco):
+@pytest.mark.parametrize('demo,port', [(DEMO, '29611'),
+                                       (CONVMLP_DEMO, '29613')],
+                         ids=['hire', 'convmlp'])
+def test_two_process_dist_train_on_cpu(small_coco, demo, port):
     result = run_tool(
-        ['tools/dist_train.sh', str(DEMO), '2', '--cfg-options',
+        ['tools/dist_train.sh', str(demo), '2', '--cfg-options',
          'model.backbone.norm_cfg.type=SyncBN', 'train_cfg.max_epochs=1',
          'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1'],
-        cwd=small_coco, env=dict(PORT='29611', PYTHONFAULTHANDLER='1'))
+        cwd=small_coco, env=dict(PORT=port, PYTHONFAULTHANDLER='1'))
     output = result.stdout + result.stderr
     assert 'Distributed training: True' in output
     assert 'GPU number: 2' in output
@@ -169,16 +223,20 @@ def test_clear_errors_without_stack_traces(small_coco, tmp_path):
     assert 'does not fit the model of this config' in unfit.stderr
 
 
-def test_a_stock_mmdet_config_with_hire_mlp_trains(small_coco):
+@pytest.mark.parametrize('backbone,arch,channels', [
+    ('HireMLP', 'tiny', [64, 128, 320, 512]),
+    ('ConvMLP', 'small', [64, 128, 256, 512])])
+def test_a_stock_mmdet_config_with_our_backbone_trains(small_coco, backbone,
+                                                       arch, channels):
     # mmdet's Faster R-CNN as it ships, backbone swapped; only the data (the
     # generated shapes at a small size) and the length of the run differ.
-    config = small_coco / 'faster_rcnn_hire.py'
-    config.write_text('''
+    config = small_coco / f'faster_rcnn_{backbone}.py'
+    config.write_text(f'''
 _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmhire'], allow_failed_imports=False)
 model = dict(
-    backbone=dict(_delete_=True, type='HireMLP', arch='tiny'),
-    neck=dict(in_channels=[64, 128, 320, 512]),
+    backbone=dict(_delete_=True, type='{backbone}', arch='{arch}'),
+    neck=dict(in_channels={channels}),
     roi_head=dict(bbox_head=dict(num_classes=3)))
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
@@ -195,21 +253,25 @@ val_cfg = val_dataloader = val_evaluator = None
 default_hooks = dict(logger=dict(interval=1))
 ''')
     result = run_tool(['tools/train.py', str(config)], cwd=small_coco)
+    assert f'{backbone}: no pretrained weights given' in result.stdout
     assert 'Epoch(train) [1][1/1]' in result.stdout
     assert re.search(r'loss_cls: [\d.]+', result.stdout)
 
 
 @pytest.mark.slow
-def test_demo_learns_the_generated_shapes(tmp_path):
-    result = run_tool(['tools/demo.py', 'detection'], cwd=tmp_path,
-                      timeout=1200)
+@pytest.mark.parametrize('backbone,name', [
+    ('hire', 'mask_rcnn_hire_tiny_synthetic'),
+    pytest.param('convmlp', 'mask_rcnn_convmlp_small_synthetic',
+                 marks=pytest.mark.heavy)])
+def test_demo_learns_the_generated_shapes(tmp_path, backbone, name):
+    result = run_tool(['tools/demo.py', 'detection', '--backbone', backbone],
+                      cwd=tmp_path, timeout=1200)
     metrics = json.loads(Path(
-        tmp_path / 'work_dirs/mask_rcnn_hire_tiny_synthetic/metrics.json'
-    ).read_text())
+        tmp_path / f'work_dirs/{name}/metrics.json').read_text())
     print(metrics)
     # Chance is ~0 AP; see the README for what the demo reaches.
     assert metrics['coco/bbox_mAP'] >= 0.3, metrics
     assert metrics['coco/segm_mAP'] >= 0.3, metrics
-    assert (tmp_path / 'work_dirs/mask_rcnn_hire_tiny_synthetic/'
-            'detection_prediction.png').stat().st_size > 1000
+    assert (tmp_path / f'work_dirs/{name}/detection_prediction.png'
+            ).stat().st_size > 1000
     assert 'picture of the predictions' in result.stdout

@@ -21,16 +21,20 @@ BUILD = textwrap.dedent('''
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
-def test_builds_from_a_config_through_each_registry(tmp_path, scope):
+@pytest.mark.parametrize('backbone,arch,shapes', [
+    ('HireMLP', 'tiny', '[(2, 128, 8, 8), (2, 320, 4, 4), (2, 512, 2, 2)]'),
+    ('ConvMLP', 'small', '[(2, 128, 8, 8), (2, 256, 4, 4), (2, 512, 2, 2)]')])
+def test_builds_from_a_config_through_each_registry(tmp_path, scope, backbone,
+                                                    arch, shapes):
     config = tmp_path / 'config.py'
     config.write_text(textwrap.dedent(f'''
         custom_imports = dict(imports=['mmhire'], allow_failed_imports=False)
         default_scope = '{scope}'
-        model = dict(type='HireMLP', arch='tiny', out_indices=(1, 2, 3),
+        model = dict(type='{backbone}', arch='{arch}', out_indices=(1, 2, 3),
                      drop_path_rate=0.1, frozen_stages=1)
     '''))
     result = subprocess.run(
         [sys.executable, '-c', BUILD.format(scope=scope), str(config)],
         capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert '[(2, 128, 8, 8), (2, 320, 4, 4), (2, 512, 2, 2)]' in result.stdout
+    assert shapes in result.stdout

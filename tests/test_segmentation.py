@@ -15,15 +15,24 @@ from mmengine.structures import PixelData
 from mmhire.engine import adapt_to_machine, use_tta
 
 CONFIGS = sorted((ROOT / 'configs/segmentation').glob('*.py'))
+HIRE_CONFIGS = [p for p in CONFIGS if '_hire_' in p.stem]
+CONVMLP_CONFIGS = [p for p in CONFIGS if '_convmlp_' in p.stem]
 DEMO = ROOT / 'configs/segmentation/demo/fpn_hire_tiny_synthetic.py'
 CHANNELS = dict(tiny=[64, 128, 320, 512], small=[64, 128, 320, 512],
                 base=[64, 128, 320, 512], large=[96, 192, 384, 768])
+CONVMLP_CHANNELS = dict(small=[64, 128, 256, 512], medium=[64, 128, 256, 512],
+                        large=[96, 192, 384, 768])
+# Whole-model parameters (M) that the ConvMLP authors report, to 0.1 M.
+CONVMLP_PARAMS = dict(fpn_convmlp_small_40k_ade20k=12.8,
+                      fpn_convmlp_medium_40k_ade20k=21.1,
+                      fpn_convmlp_large_40k_ade20k=46.3)
 
 
 def test_every_framework_and_size_has_its_config():
     assert {p.stem for p in CONFIGS} == {
         name for size in CHANNELS for name in (
-            f'fpn_hire_{size}_40k_ade20k', f'upernet_hire_{size}_160k_ade20k')}
+            f'fpn_hire_{size}_40k_ade20k', f'upernet_hire_{size}_160k_ade20k')
+    } | {f'fpn_convmlp_{size}_40k_ade20k' for size in CONVMLP_CHANNELS}
 
 
 def seg_batch(size=64, classes=150):
@@ -50,6 +59,9 @@ def test_config_trains_one_iteration_and_infers(path):
     from mmseg.registry import MODELS
     model = MODELS.build(cfg.model)
     model.init_weights()
+    if path.stem in CONVMLP_PARAMS:
+        total = sum(p.numel() for p in model.parameters())
+        assert abs(total / 1e6 - CONVMLP_PARAMS[path.stem]) < 0.06
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     model.train()
     losses = model.train_step(seg_batch(), optim_wrapper)
@@ -63,7 +75,7 @@ def test_config_trains_one_iteration_and_infers(path):
     assert results[0].pred_sem_seg.data.shape == (1, 64, 64)
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize('path', HIRE_CONFIGS, ids=lambda p: p.stem)
 def test_config_holds_the_supplement_settings(path):
     cfg = Config.fromfile(path)
     framework, size = re.match(r'(fpn|upernet)_hire_(\w+?)_\d+k', path.stem
@@ -106,6 +118,38 @@ def test_config_holds_the_supplement_settings(path):
     assert cfg.model.type == 'SegTTAModel'
 
 
+@pytest.mark.parametrize('path', CONVMLP_CONFIGS, ids=lambda p: p.stem)
+def test_convmlp_config_holds_the_authors_settings(path):
+    cfg = Config.fromfile(path)
+    size = re.fullmatch(r'fpn_convmlp_(\w+)_40k_ade20k', path.stem)[1]
+    backbone = cfg.model.backbone
+    assert (backbone.type, backbone.arch) == ('ConvMLP', size)
+    assert backbone.norm_cfg.type == 'BN' and backbone.drop_path_rate == 0.1
+    assert backbone.init_cfg.checkpoint == cfg.pretrained == \
+        f'checkpoints/convmlp_{size[0]}_imagenet.pth'
+    assert cfg.model.pretrained is None
+    assert cfg.model.neck.in_channels == CONVMLP_CHANNELS[size]
+    head = cfg.model.decode_head
+    assert (head.type, head.num_classes, head.channels) == ('FPNHead', 150, 128)
+    # The authors' config: AdamW lr 2e-4, weight decay 1e-4, poly 0.9 over
+    # 40k iterations, 4 images x 8 GPUs, 512x512 crops, test at (2048, 512).
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == \
+        ('AdamW', 2e-4, 1e-4)
+    (decay, ) = cfg.param_scheduler
+    assert (decay.type, decay.power, decay.eta_min, decay.end) == \
+        ('PolyLR', 0.9, 0.0, 40000)
+    assert cfg.train_cfg.max_iters == 40000
+    assert cfg.train_cfg.val_interval == 4000
+    assert cfg.train_dataloader.batch_size == 4
+    train = {t.type: t for t in cfg.train_dataloader.dataset.pipeline}
+    assert train['RandomCrop'].crop_size == (512, 512)
+    assert train['RandomCrop'].cat_max_ratio == 0.75
+    test = {t.type: t for t in cfg.test_dataloader.dataset.pipeline}
+    assert test['Resize'].scale == (2048, 512)
+    assert len(use_tta(cfg)) == 5  # --tta as for Hire-MLP
+
+
 def test_two_process_dist_train_on_cpu(small_ade):
     result = run_tool(
         ['tools/dist_train.sh', str(DEMO), '2', '--cfg-options',
@@ -141,6 +185,20 @@ def test_single_and_multi_scale_testing(small_ade):
     assert '1 backbone(s) switched to the deploy form' in deployed.stdout
     assert re.findall(r'mIoU: ([\d.]+)', deployed.stdout) == \
         re.findall(r'mIoU: ([\d.]+)', single.stdout)
+
+
+def test_convmlp_deploy_form_tests_as_the_trained_network(small_ade):
+    demo = str(ROOT / 'configs/segmentation/demo/fpn_convmlp_small_synthetic.py')
+    run_tool(['tools/train.py', demo, '--work-dir', 'work_dirs/convmlp',
+              '--cfg-options', 'train_cfg.max_iters=2',
+              'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2'],
+             cwd=small_ade)
+    test = ['tools/test.py', demo, 'work_dirs/convmlp/iter_2.pth']
+    trained = run_tool(test, cwd=small_ade)
+    deployed = run_tool([*test, '--deploy'], cwd=small_ade)
+    assert '1 backbone(s) switched to the deploy form' in deployed.stdout
+    scores = re.findall(r'mIoU: ([\d.]+)', trained.stdout)
+    assert scores and re.findall(r'mIoU: ([\d.]+)', deployed.stdout) == scores
 
 
 def test_missing_ade20k_is_a_clear_error(tmp_path):
@@ -186,10 +244,14 @@ default_hooks = dict(logger=dict(interval=1))
 
 
 @pytest.mark.slow
-def test_demo_learns_the_generated_regions(tmp_path):
-    result = run_tool(['tools/demo.py', 'segmentation'], cwd=tmp_path,
-                      timeout=1200)
-    work_dir = tmp_path / 'work_dirs/fpn_hire_tiny_synthetic'
+@pytest.mark.parametrize('backbone,name', [
+    ('hire', 'fpn_hire_tiny_synthetic'),
+    pytest.param('convmlp', 'fpn_convmlp_small_synthetic',
+                 marks=pytest.mark.heavy)])
+def test_demo_learns_the_generated_regions(tmp_path, backbone, name):
+    result = run_tool(['tools/demo.py', 'segmentation', '--backbone',
+                       backbone], cwd=tmp_path, timeout=1200)
+    work_dir = tmp_path / 'work_dirs' / name
     metrics = json.loads((work_dir / 'metrics.json').read_text())
     print(metrics)
     # Chance over 5 classes is ~20% mIoU at best; see the README for what

@@ -1,6 +1,7 @@
-"""Write a clean mmhire checkpoint from a released Hire-MLP ImageNet file.
+"""Write a clean mmhire checkpoint from a released Hire-MLP or ConvMLP file.
 
     python tools/convert_checkpoint.py hire_mlp_small.pth hire_small_mmhire.pth [--ema]
+    python tools/convert_checkpoint.py convmlp_s_imagenet.pth convmlp_s_mmhire.pth
 
 The output holds only the backbone's tensors under mmhire's names (the
 classifier's norm and head, the optimizer and the pickled training args are
@@ -12,8 +13,8 @@ import sys
 
 import torch
 
-from mmhire.checkpoint import (CheckpointError, arch_of, backbone_state_dict,
-                               describe_arch, safe_load)
+from mmhire.checkpoint import (CheckpointError, backbone_state_dict, identify,
+                               safe_load)
 
 
 def main(argv=None):
@@ -25,19 +26,26 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         checkpoint = safe_load(args.src)
-        state_dict, kind = backbone_state_dict(checkpoint, use_ema=args.ema)
+        state_dict, kind, classifier = backbone_state_dict(checkpoint,
+                                                           use_ema=args.ema)
     except CheckpointError as e:
         sys.exit(f'error: {e}')
-    if 'stem.conv.weight' not in state_dict:
-        sys.exit(f'error: {args.src!r} holds no Hire-MLP backbone.')
-    arch = describe_arch(arch_of(state_dict))
-    dropped = sorted(set(checkpoint) - {'model', 'model_ema', 'state_dict'})
+    network, arch = identify(state_dict)
+    if network is None:
+        sys.exit(f'error: {args.src!r} holds no Hire-MLP or ConvMLP '
+                 'backbone.')
+    dropped = sorted(set(checkpoint) - {'model', 'model_ema', 'state_dict'}
+                     - set(state_dict) - set(classifier))
     torch.save({'state_dict': state_dict,
-                'meta': dict(arch=arch, source=str(args.src), weights=kind)},
+                'meta': dict(network=network.__name__,
+                             arch=network.zoo_name(arch),
+                             source=str(args.src), weights=kind)},
                args.dst)
     total = sum(v.numel() for v in state_dict.values()
                 if v.is_floating_point())
-    print(f'read {args.src} ({kind}); arch {arch}')
+    print(f'read {args.src} ({kind}); {network.paper_name}, arch '
+          f'{network.zoo_name(arch)}')
+    dropped += classifier
     print(f'wrote {args.dst}: {len(state_dict)} backbone tensors in mmhire '
           f'names, {total / 1e6:.3f}M values'
           + (f'; dropped {", ".join(dropped)}' if dropped else ''))

@@ -4,6 +4,7 @@ train on it on the CPU, evaluate with the real evaluator and save a picture.
     python tools/demo.py detection      # Mask R-CNN + Hire-MLP-Tiny, box/mask AP
     python tools/demo.py segmentation   # Semantic FPN + Hire-MLP-Tiny, mIoU
                                         # single- and multi-scale
+    python tools/demo.py detection --backbone convmlp   # ... with ConvMLP-S
 
 Results go to work_dirs/<demo config>/ (metrics.json, the picture, the log
 and the checkpoint).
@@ -23,12 +24,18 @@ from mmhire.engine import build_runner, load_config, tool_session, use_tta
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 DEMOS = {
     'detection': dict(
-        config=CONFIGS / 'detection/demo/mask_rcnn_hire_tiny_synthetic.py',
+        configs=dict(
+            hire=CONFIGS / 'detection/demo/mask_rcnn_hire_tiny_synthetic.py',
+            convmlp=CONFIGS / 'detection/demo/'
+            'mask_rcnn_convmlp_small_synthetic.py'),
         make_data=make_coco_shapes,
         metrics=('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP',
                  'coco/segm_mAP_50')),
     'segmentation': dict(
-        config=CONFIGS / 'segmentation/demo/fpn_hire_tiny_synthetic.py',
+        configs=dict(
+            hire=CONFIGS / 'segmentation/demo/fpn_hire_tiny_synthetic.py',
+            convmlp=CONFIGS / 'segmentation/demo/'
+            'fpn_convmlp_small_synthetic.py'),
         make_data=make_ade_shapes, metrics=('mIoU', 'aAcc'),
         multi_scale=True),
 }
@@ -73,11 +80,15 @@ PICTURES = {'detection': save_detection_picture,
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(DEMOS))
+    parser.add_argument('--backbone', choices=['hire', 'convmlp'],
+                        default='hire', help='Hire-MLP-Tiny (default) or '
+                        'ConvMLP-S')
     parser.add_argument('--work-dir', help='defaults to work_dirs/<config>')
     args = parser.parse_args()
     demo = DEMOS[args.task]
+    config = str(demo['configs'][args.backbone])
     with tool_session():
-        cfg = load_config(str(demo['config']), work_dir=args.work_dir)
+        cfg = load_config(config, work_dir=args.work_dir)
         if not osp.isdir(cfg.data_root):
             print(f'making the built-in {args.task} data in {cfg.data_root}')
             demo['make_data'](cfg.data_root)
@@ -86,7 +97,7 @@ def main():
         metrics = {k: runner.message_hub.get_scalar(f'val/{k}').current()
                    for k in demo['metrics']}
         if demo.get('multi_scale'):
-            tta = load_config(str(demo['config']), work_dir=args.work_dir)
+            tta = load_config(config, work_dir=args.work_dir)
             tta.load_from = osp.join(cfg.work_dir, 'iter_%d.pth'
                                      % cfg.train_cfg.max_iters)
             use_tta(tta)

@@ -5,7 +5,7 @@
 
 A plain run evaluates at the single test scale; --tta evaluates with the
 config's multi-scale (and flip) pipeline, as mmseg's test.py does;
---deploy tests the Hire-MLP backbone's deploy form (BatchNorms folded).
+--deploy tests the backbone's deploy form (BatchNorms folded).
 
 Several GPUs: tools/dist_test.sh CONFIG CHECKPOINT GPUS.
 """

@@ -1,6 +1,8 @@
-"""Side-by-side speed and memory of Hire-MLP and its peers, backbone only.
+"""Side-by-side speed and memory of Hire-MLP or ConvMLP and their peers,
+backbone only.
 
     python tools/analysis/benchmark.py [--arch small] [--rounds 3] [--runs 3]
+    python tools/analysis/benchmark.py --network convmlp [--arch small]
 
 Each model is timed in processes of its own, as it runs when deployed: in
 a process shared with other models, glibc's allocator (whose mmap
@@ -21,11 +23,11 @@ faults for fresh memory: the other end of what an allocator can do.
   (the FLOPs of its matmuls and convolutions, as torch's FlopCounterMode
   counts them, over its latency).
 
-Models: mmhire's Hire-MLP (training form, the same with gradient
+Models: mmhire's Hire-MLP or ConvMLP (training form, the same with gradient
 checkpointing for the training step, and deploy form), the
-straightforward reference (benchmarks/reference_hire_mlp.py), and mmdet's
-ResNet-50, Swin-T and PVT-Small. Medians over all rounds; ratios against
-the reference.
+straightforward reference in the authors' layout
+(benchmarks/reference_{hire_mlp,convmlp}.py), and mmdet's ResNet-50, Swin-T
+and PVT-Small. Medians over all rounds; ratios against the reference.
 """
 import argparse
 import json
@@ -45,35 +47,41 @@ LATENCY_SHAPE, TRAIN_SHAPE = (1, 3, 800, 1216), (2, 3, 512, 512)
 
 
 class Features(torch.nn.Module):
-    """The reference's four stage outputs, as a backbone returns them."""
+    """The reference's four maps, as a backbone returns them."""
 
     def __init__(self, network):
         super().__init__()
         self.network = network
 
     def forward(self, x):
+        if hasattr(self.network, 'dense_maps'):
+            return tuple(self.network.dense_maps(x))
         return tuple(self.network.forward_features(x))
 
 
-def build_models(arch, only=None):
+def build_models(network, arch, only=None):
     """Name -> freshly initialised backbone (all, or just ``only``)."""
     from mmdet.models.backbones import (PyramidVisionTransformer, ResNet,
                                         SwinTransformer)
+    from reference_convmlp import ReferenceConvMLP
     from reference_hire_mlp import ReferenceHireMLP
 
-    from mmhire.models import HireMLP, switch_to_deploy
+    from mmhire.models import ConvMLP, HireMLP, switch_to_deploy
+
+    backbone, reference = dict(hire=(HireMLP, ReferenceHireMLP),
+                               convmlp=(ConvMLP, ReferenceConvMLP))[network]
 
     def deployed():
-        model = HireMLP(arch, out_norm=False)
+        model = backbone(arch, out_norm=False)
         switch_to_deploy(model)
         return model
 
-    label = f'Hire-MLP-{arch.capitalize()}'
+    label = f'{backbone.paper_name}-{arch.capitalize()}'
     factories = {
-        f'{label} reference': lambda: Features(ReferenceHireMLP(arch)),
-        f'{label} mmhire': lambda: HireMLP(arch, out_norm=False),
-        f'{label} mmhire with_cp': lambda: HireMLP(arch, out_norm=False,
-                                                   with_cp=True),
+        f'{label} reference': lambda: Features(reference(arch)),
+        f'{label} mmhire': lambda: backbone(arch, out_norm=False),
+        f'{label} mmhire with_cp': lambda: backbone(arch, out_norm=False,
+                                                    with_cp=True),
         f'{label} mmhire deploy': deployed,
         'ResNet-50 (mmdet)': lambda: ResNet(depth=50),
         'Swin-T (mmdet)': SwinTransformer,
@@ -122,11 +130,11 @@ def _status(field):
             return int(line.split()[1]) / 1024  # kB -> MiB
 
 
-def measure(arch, name, task, runs):
+def measure(network, arch, name, task, runs):
     """In this (fresh) process: seconds of ``runs`` latency runs or training
     steps after one warm-up, and for training, by how many MiB the first
     step raised the resident set (Linux only)."""
-    model = build_models(arch, only=name)[name]
+    model = build_models(network, arch, only=name)[name]
     if task == 'latency':
         model.eval()
         step, x = infer, torch.randn(LATENCY_SHAPE)
@@ -159,7 +167,8 @@ def in_fresh_process(args, name, task):
     env = dict(os.environ, **(KEEP_FREED_MEMORY if args.keep_freed_memory
                               else {}))
     result = subprocess.run(
-        [sys.executable, __file__, '--arch', args.arch, '--threads',
+        [sys.executable, __file__, '--network', args.network, '--arch',
+         args.arch, '--threads',
          str(args.threads), '--runs', str(args.runs), '--measure', name,
          '--task', task], capture_output=True, text=True, check=True,
         env=env)
@@ -168,6 +177,8 @@ def in_fresh_process(args, name, task):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--network', choices=['hire', 'convmlp'],
+                        default='hire')
     parser.add_argument('--arch', default='small')
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--runs', type=int, default=3,
@@ -183,11 +194,11 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.measure:
-        print(json.dumps(measure(args.arch, args.measure, args.task,
-                                 args.runs)))
+        print(json.dumps(measure(args.network, args.arch, args.measure,
+                                 args.task, args.runs)))
         return
 
-    models = build_models(args.arch)
+    models = build_models(args.network, args.arch)
     peak = matmul_gflops(7)
     work = {name: flops(model, LATENCY_SHAPE) for name, model in models.items()
             if 'with_cp' not in name}

@@ -1,7 +1,8 @@
-"""Parameters and FLOPs of a Hire-MLP backbone or of a whole detection or
+"""Parameters and FLOPs of a backbone or of a whole detection or
 segmentation config, at a given input size, without the dataset.
 
     python tools/analysis/get_flops.py small --shape 224 224
+    python tools/analysis/get_flops.py small --backbone ConvMLP
     python tools/analysis/get_flops.py configs/detection/mask_rcnn_hire_small_1x.py --shape 800 1216
 
 FLOPs are counted as multiply-adds by mmengine's counter (the convention of
@@ -19,7 +20,7 @@ from mmengine.registry import init_default_scope
 
 from mmhire.engine import load_config, tool_session
 from mmhire.errors import MMHireError
-from mmhire.models import HireMLP, switch_to_deploy
+from mmhire.models import BACKBONES, switch_to_deploy
 
 
 class DenseForward(torch.nn.Module):
@@ -42,14 +43,15 @@ class DenseForward(torch.nn.Module):
         return self.model(inputs, samples, mode='tensor')
 
 
-def build(target):
+def build(target, network):
     """``(model to count, its backbone, description)``."""
-    if target in HireMLP.arch_zoo:
-        backbone = HireMLP(target, out_norm=False)
-        return backbone, backbone, f'HireMLP {target!r} backbone'
+    if target.lower() in network.arch_zoo:
+        backbone = network(target, out_norm=False)
+        return backbone, backbone, f'{network.__name__} {target!r} backbone'
     if not osp.isfile(target):
-        raise MMHireError(f'{target!r} is neither an arch '
-                          f'({", ".join(HireMLP.arch_zoo)}) nor a config file.')
+        raise MMHireError(
+            f'{target!r} is neither an arch of {network.__name__} '
+            f'({", ".join(network.arch_zoo)}) nor a config file.')
     cfg = load_config(target)
     cfg.model.backbone.pop('init_cfg', None)  # no checkpoint needed to count
     init_default_scope(cfg.default_scope)
@@ -77,13 +79,17 @@ def count(model, shape):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('target', help='arch name or config file')
+    parser.add_argument('--backbone', default='HireMLP',
+                        choices=[b.__name__ for b in BACKBONES],
+                        help='the network of an arch name')
     parser.add_argument('--shape', type=int, nargs=2, default=[224, 224],
                         metavar=('H', 'W'), help='input size')
     parser.add_argument('--deploy', action='store_true',
                         help='count the deploy form (BatchNorms folded)')
     args = parser.parse_args()
     with tool_session():
-        model, backbone, name = build(args.target)
+        network = next(b for b in BACKBONES if b.__name__ == args.backbone)
+        model, backbone, name = build(args.target, network)
         if args.deploy:
             switch_to_deploy(model)
         rows = [(name, *count(model, args.shape))]

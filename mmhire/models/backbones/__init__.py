@@ -1,3 +1,8 @@
-from .hire_mlp import HireMLP, switch_to_deploy
+from .base import DenseBackbone, switch_to_deploy
+from .conv_mlp import ConvMLP
+from .hire_mlp import HireMLP
 
-__all__ = ['HireMLP', 'switch_to_deploy']
+BACKBONES = (HireMLP, ConvMLP)
+
+__all__ = ['BACKBONES', 'ConvMLP', 'DenseBackbone', 'HireMLP',
+           'switch_to_deploy']

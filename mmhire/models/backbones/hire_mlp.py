@@ -5,23 +5,21 @@ The network is the one behind the authors' released ImageNet checkpoints
 supplement: each hire module has a bottleneck MLP per axis and fuses its
 three branches with split attention.
 """
+import re
 from collections import OrderedDict
-from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.logging import MMLogger
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_init
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmhire.errors import ArchError, DeployError, InputError
+from mmhire.errors import ArchError
 from mmhire.models.fuse import fold_bn_after, fold_bn_before
 from mmhire.models.fused_ops import conv_act, conv_add, fusable
+from .base import DenseBackbone
 
 ARCH_KEYS = ('depths', 'channels', 'region_sizes', 'shift_sizes',
              'shift_periods')
@@ -48,7 +46,7 @@ class ConvNormReLU(nn.Sequential):
         return super().forward(x)
 
 
-class ConvMLP(nn.Module):
+class PointwiseMLP(nn.Module):
     """Two 1x1 convolutions with a GELU between them. On an (N, C) batch of
     vectors they run as linear layers: the same weights, without
     convolution's slow path for 1x1 maps."""
@@ -76,21 +74,6 @@ def _tokens(x):
 def _maps(x):
     """(B, H, W, C) tokens -> (B, C, H, W) channels-last maps (a view)."""
     return x.permute(0, 3, 1, 2)
-
-
-class _PlainNCHW(torch.autograd.Function):
-    """Channels-last maps out as plain NCHW, with the gradient coming back
-    channels-last: ``.contiguous()`` would pass a neck's NCHW gradient on
-    as it is, and elementwise backward ops over mixed layouts run up to ten
-    times slower."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.contiguous()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.contiguous(memory_format=torch.channels_last)
 
 
 def _per_token(norm):
@@ -210,7 +193,7 @@ class HireModule(nn.Module):
         self.branch_h = RegionMLP(channels, region_size, shift, 2, norm_cfg)
         self.branch_w = RegionMLP(channels, region_size, shift, 3, norm_cfg)
         self.fc_c = nn.Conv2d(channels, channels, 1)
-        self.reweight = ConvMLP(channels, channels // 4, channels * 3)
+        self.reweight = PointwiseMLP(channels, channels // 4, channels * 3)
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x):
@@ -256,7 +239,7 @@ class HireBlock(nn.Module):
         self.norm1 = build_norm_layer(norm_cfg, channels)[1]
         self.hire = HireModule(channels, region_size, shift, norm_cfg)
         self.norm2 = build_norm_layer(norm_cfg, channels)[1]
-        self.ffn = ConvMLP(channels, channels * mlp_ratio, channels)
+        self.ffn = PointwiseMLP(channels, channels * mlp_ratio, channels)
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x):
@@ -297,28 +280,7 @@ class HireBlock(nn.Module):
         return conv_add(y, conv.weight, conv.bias, x)
 
 
-@contextmanager
-def _scratch_bn_statistics(module):
-    """While a checkpointed block is recomputed, let its BatchNorm layers
-    update throwaway copies of their running statistics, so that ``with_cp``
-    updates them once per step, exactly as without it. The recomputation
-    itself is unchanged: it uses the batch statistics either way."""
-    names = ('running_mean', 'running_var', 'num_batches_tracked')
-    norms = [m for m in module.modules()
-             if isinstance(m, _BatchNorm) and m.track_running_stats]
-    originals = [[getattr(m, n) for n in names] for m in norms]
-    for m in norms:
-        for n in names:
-            setattr(m, n, getattr(m, n).clone())
-    try:
-        yield
-    finally:
-        for m, buffers in zip(norms, originals):
-            for n, buffer in zip(names, buffers):
-                setattr(m, n, buffer)
-
-
-class HireMLP(BaseModule):
+class HireMLP(DenseBackbone):
     """Hire-MLP backbone emitting feature maps at strides 4, 8, 16 and 32.
 
     Args:
@@ -344,6 +306,8 @@ class HireMLP(BaseModule):
             released file's EMA weights.
     """
 
+    paper_name = 'Hire-MLP'
+    arch_keys = ARCH_KEYS
     arch_zoo = {
         'tiny': dict(depths=(2, 2, 4, 2), channels=(64, 128, 320, 512),
                      **_STANDARD),
@@ -354,7 +318,6 @@ class HireMLP(BaseModule):
         'large': dict(depths=(4, 6, 24, 3), channels=(96, 192, 384, 768),
                       **_STANDARD),
     }
-    num_stages = 4
 
     def __init__(self,
                  arch='small',
@@ -367,23 +330,13 @@ class HireMLP(BaseModule):
                  norm_eval=False,
                  with_cp=False,
                  init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        self.arch = self.parse_arch(arch)
-        self.out_indices = self._check_out_indices(out_indices)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ArchError(f'HireMLP: frozen_stages must be in -1..'
-                             f'{self.num_stages}, got {frozen_stages}.')
-        self.in_channels = in_channels
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
-        self.deploy = False
-
+        super().__init__(arch, in_channels, out_indices, frozen_stages,
+                         norm_eval, with_cp, init_cfg)
         channels = self.arch['channels']
         self.stem = ConvNormReLU(in_channels, channels[0], 7, 4, 2, norm_cfg)
         self.downsamples = nn.ModuleList(
             ConvNormReLU(channels[i], channels[i + 1], 3, 2, 1, norm_cfg)
-            for i in range(self.num_stages - 1))
+            for i in range(self.num_outs - 1))
 
         depths = self.arch['depths']
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
@@ -397,53 +350,30 @@ class HireMLP(BaseModule):
                           norm_cfg)
                 for j in range(depth))))
 
-        for i in self.out_indices if out_norm else ():
-            self.add_module(f'norm{i}',
-                            build_norm_layer(norm_cfg, channels[i])[1])
+        if out_norm:
+            self.add_out_norms(norm_cfg)
         self.min_input_size = self._min_input_size()
         self._freeze_stages()
 
+    @property
+    def map_channels(self):
+        return self.arch['channels']
+
     @classmethod
-    def parse_arch(cls, arch):
-        """Resolve a name from ``arch_zoo`` or validate a custom dict."""
-        if isinstance(arch, str):
-            if arch not in cls.arch_zoo:
-                raise ArchError(
-                    f'HireMLP: unknown arch {arch!r}; choose one of '
-                    f'{sorted(cls.arch_zoo)} or give a dict with the keys '
-                    f'{list(ARCH_KEYS)}.')
-            return {k: tuple(v) for k, v in cls.arch_zoo[arch].items()}
-        if not isinstance(arch, dict) or set(arch) != set(ARCH_KEYS):
-            got = sorted(arch) if isinstance(arch, dict) else type(arch)
-            raise ArchError(
-                f'HireMLP: a custom arch must be a dict with exactly the keys '
-                f'{list(ARCH_KEYS)} (one int per stage each), got {got}; or '
-                f'use one of the names {sorted(cls.arch_zoo)}.')
+    def check_arch(cls, arch):
         for key in ARCH_KEYS:
             value = arch[key]
             lowest = 0 if key == 'shift_sizes' else 1
-            if (not isinstance(value, (list, tuple))
-                    or len(value) != cls.num_stages
+            if (not isinstance(value, tuple) or len(value) != cls.num_outs
                     or not all(isinstance(v, int) and v >= lowest
                                for v in value)):
                 raise ArchError(
-                    f'HireMLP: arch[{key!r}] must be {cls.num_stages} ints '
+                    f'HireMLP: arch[{key!r}] must be {cls.num_outs} ints '
                     f'>= {lowest}, got {value!r}.')
         if min(arch['channels']) < 4:
             raise ArchError('HireMLP: arch channels must be at least 4 (the '
-                             f'reweighting MLP uses channels // 4), got '
-                             f'{arch["channels"]}.')
-        return {k: tuple(arch[k]) for k in ARCH_KEYS}
-
-    def _check_out_indices(self, out_indices):
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        out_indices = tuple(out_indices)
-        if not out_indices or any(
-                i not in range(self.num_stages) for i in out_indices):
-            raise ArchError(f'HireMLP: out_indices must be a non-empty subset '
-                             f'of 0..{self.num_stages - 1}, got {out_indices}.')
-        return tuple(sorted(set(out_indices)))
+                            f'reweighting MLP uses channels // 4), got '
+                            f'{arch["channels"]}.')
 
     @staticmethod
     def stage_sizes(size):
@@ -463,15 +393,7 @@ class HireMLP(BaseModule):
         return next(s for s in range(1, 1024) if self._fits(s))
 
     def forward(self, x):
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise InputError(
-                f'HireMLP: expected an (N, {self.in_channels}, H, W) batch, '
-                f'got shape {tuple(x.shape)}.')
-        if min(x.shape[2:]) < self.min_input_size:
-            raise InputError(
-                f'HireMLP: a {x.shape[2]}x{x.shape[3]} input is too small for '
-                f'this arch; images must be at least {self.min_input_size}x'
-                f'{self.min_input_size} (pad or resize them).')
+        self.check_input(x, self.min_input_size)
         # Channels-last memory throughout: its 1x1 convolutions run two to
         # three times faster on CPU than on NCHW; the outputs are plain NCHW.
         x = self.stem(x.contiguous(memory_format=torch.channels_last))
@@ -479,25 +401,12 @@ class HireMLP(BaseModule):
         for i, stage in enumerate(self.stages):
             if i:
                 x = self.downsamples[i - 1](x)
-            x = self._run_stage(stage, x)
+            x = self.run_blocks(stage, x)
             if i in self.out_indices:
-                norm = getattr(self, f'norm{i}', None)
-                out = norm(x) if norm is not None else x
-                outs.append(_PlainNCHW.apply(out))
+                outs.append(self.output(i, x))
         return tuple(outs)
 
-    def _run_stage(self, stage, x):
-        if not (self.with_cp and x.requires_grad):
-            return stage(x)
-        for block in stage:
-            x = cp.checkpoint(
-                block, x, use_reentrant=False,
-                context_fn=lambda b=block: (nullcontext(),
-                                            _scratch_bn_statistics(b)))
-        return x
-
     def frozen_modules(self):
-        """The modules that ``frozen_stages`` freezes."""
         if self.frozen_stages < 0:
             return []
         modules = [self.stem]
@@ -508,12 +417,6 @@ class HireMLP(BaseModule):
             if hasattr(self, f'norm{i}'):
                 modules.append(getattr(self, f'norm{i}'))
         return modules
-
-    def _freeze_stages(self):
-        for module in self.frozen_modules():
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
 
     def switch_to_deploy(self):
         """Fold every BatchNorm inside the network into a convolution next
@@ -526,16 +429,10 @@ class HireMLP(BaseModule):
         if self.deploy:
             return
         blocks = [block for stage in self.stages for block in stage]
-        inner = [layer.bn for layer in (self.stem, *self.downsamples)] + [
-            norm for b in blocks for norm in (
-                b.norm1, b.norm2, b.hire.branch_h.norm, b.hire.branch_w.norm)]
-        others = {type(n).__name__ for n in inner
-                  if not isinstance(n, _BatchNorm)}
-        if others:
-            raise DeployError(
-                f'HireMLP: switch_to_deploy folds BatchNorm layers only; this '
-                f'network has {sorted(others)} (norm_cfg). Build it with '
-                f"norm_cfg=dict(type='BN') (or SyncBN) to deploy it.")
+        self.refuse_to_fold(
+            [layer.bn for layer in (self.stem, *self.downsamples)] +
+            [norm for b in blocks for norm in (
+                b.norm1, b.norm2, b.hire.branch_h.norm, b.hire.branch_w.norm)])
         for layer in (self.stem, *self.downsamples):
             fold_bn_after(layer.conv, layer.bn)
             layer.bn = nn.Identity()
@@ -551,44 +448,73 @@ class HireMLP(BaseModule):
         self.deploy = True
         self.eval()
 
-    def train(self, mode=True):
-        if mode and self.deploy:
-            raise DeployError(
-                'HireMLP: this network was switched to its deploy form (its '
-                'BatchNorms are folded away) and cannot be trained; build it '
-                'anew, or load the checkpoint again, to train.')
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+    def init_from_scratch(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                trunc_normal_init(m, std=.02, bias=0.)
 
-    def init_weights(self):
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            if 'checkpoint' not in cfg:
-                raise ArchError("HireMLP: init_cfg=dict(type='Pretrained') "
-                                 'needs checkpoint=PATH.')
-            from mmhire.checkpoint import load_pretrained
-            load_pretrained(self, cfg['checkpoint'],
-                            use_ema=cfg.get('use_ema', False))
-        elif cfg is not None:
-            super().init_weights()
-        else:
-            MMLogger.get_current_instance().info(
-                'HireMLP: no pretrained weights given; training from scratch.')
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d):
-                    trunc_normal_init(m, std=.02, bias=0.)
+    # The authors' checkpoints: names, and the arch a state dict holds.
+
+    @classmethod
+    def from_released(cls, state_dict):
+        """``(state_dict in mmhire's names, classifier keys dropped)`` for a
+        state dict in the released names, else ``None``."""
+        if not any(k.startswith(('network.', 'patch_embed.'))
+                   for k in state_dict):
+            return None
+        converted = {_official_to_mmhire(k): v for k, v in state_dict.items()}
+        converted.pop(None, None)
+        return converted, [k for k in state_dict if _official_to_mmhire(k)
+                           is None]
+
+    @classmethod
+    def arch_of(cls, state_dict):
+        """Depths and channels of the Hire-MLP whose tensors (in mmhire's
+        names) these are; empty for anything else."""
+        depths, channels = [0] * 4, [0] * 4
+        for key, value in state_dict.items():
+            m = re.match(r'stages\.(\d)\.(\d+)\.hire\.fc_c\.weight$', key)
+            if m:
+                stage = int(m[1])
+                depths[stage] = max(depths[stage], int(m[2]) + 1)
+                channels[stage] = value.shape[0]
+        if not any(depths):
+            return {}
+        return dict(depths=tuple(depths), channels=tuple(channels))
 
 
-def switch_to_deploy(model):
-    """Switch every HireMLP inside ``model`` (a backbone, a detector, a
-    segmentor or a test-time-augmentation wrapper) to its deploy form.
-    Returns how many there were."""
-    backbones = [m for m in model.modules() if isinstance(m, HireMLP)]
-    for backbone in backbones:
-        backbone.switch_to_deploy()
-    return len(backbones)
+_BLOCK_RENAMES = (
+    ('attn.mlp_h1_norm.', 'hire.branch_h.norm.'),
+    ('attn.mlp_h1.', 'hire.branch_h.fc1.'),
+    ('attn.mlp_h2.', 'hire.branch_h.fc2.'),
+    ('attn.mlp_w1_norm.', 'hire.branch_w.norm.'),
+    ('attn.mlp_w1.', 'hire.branch_w.fc1.'),
+    ('attn.mlp_w2.', 'hire.branch_w.fc2.'),
+    ('attn.mlp_c.', 'hire.fc_c.'),
+    ('attn.', 'hire.'),
+    ('mlp.', 'ffn.'),
+)
+
+
+def _official_to_mmhire(key):
+    """mmhire's name for a key of a released checkpoint; ``None`` for the
+    classifier's final norm and head, which a backbone does not have."""
+    if key.startswith(('norm.', 'head.')):
+        return None
+    m = re.fullmatch(r'patch_embed\.(proj|norm)\.(.+)', key)
+    if m:
+        return f"stem.{'conv' if m[1] == 'proj' else 'bn'}.{m[2]}"
+    m = re.fullmatch(r'network\.(\d+)\.(.+)', key)
+    if not m:
+        return key
+    index, rest = int(m[1]), m[2]
+    if index % 2:  # downsampling layer between stage index//2 and the next
+        layer, tail = rest.split('.', 1)
+        layer = {'proj': 'conv', 'norm': 'bn'}.get(layer, layer)
+        return f'downsamples.{index // 2}.{layer}.{tail}'
+    block, rest = rest.split('.', 1)
+    for old, new in _BLOCK_RENAMES:
+        if rest.startswith(old):
+            rest = new + rest[len(old):]
+            break
+    return f'stages.{index // 2}.{block}.{rest}'

@@ -1,0 +1,7 @@
+# RetinaNet, ConvMLP-S, 1x schedule, COCO (8 GPUs x 2), the authors' setting.
+_base_ = './_base_/retinanet_convmlp.py'
+
+pretrained = 'checkpoints/convmlp_s_imagenet.pth'
+model = dict(
+    backbone=dict(arch='small', init_cfg=dict(checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 256, 512]))

@@ -1,0 +1,8 @@
+# Semantic FPN, ConvMLP-S, 40k iterations, ADE20K (8 GPUs x 4), the
+# authors' setting.
+_base_ = './_base_/fpn_convmlp_40k.py'
+
+pretrained = 'checkpoints/convmlp_s_imagenet.pth'
+model = dict(
+    backbone=dict(arch='small', init_cfg=dict(checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 256, 512]))

@@ -1,0 +1,367 @@
+"""ConvMLP (Li et al., "ConvMLP: Hierarchical Convolutional MLPs for Vision")
+as a four-level backbone for dense tasks.
+
+The network is the one behind the authors' released ImageNet checkpoints
+(see ``CONVMLP_ARCHITECTURE.md``), under the same parameter names, and it
+returns the four maps of the authors' detection and segmentation wrapper:
+the tokenizer's output (stride 4), the conv stage's downsampled output
+(stride 8), the first Conv-MLP stage's downsampled output (stride 16) and
+the last stage's output (stride 32). The second Conv-MLP stage's own output
+is not one of them.
+"""
+import torch
+import torch.nn as nn
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.model.weight_init import (constant_init, kaiming_init,
+                                        trunc_normal_init)
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmhire.errors import ArchError
+from mmhire.models.fuse import fold_affine_before, fold_bn_after
+from mmhire.models.fused_ops import conv_act
+from .base import DenseBackbone
+
+
+def _conv_norm_relu(in_channels, out_channels, kernel_size, stride, norm_cfg):
+    """conv (no bias), norm, ReLU: three entries of an indexed Sequential, as
+    the released names number them."""
+    return [nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                      kernel_size // 2, bias=False),
+            build_norm_layer(norm_cfg, out_channels)[1],
+            nn.ReLU(inplace=True)]
+
+
+def _run_conv_norm_relu(seq, x, end):
+    """The conv-norm-ReLU triples of ``seq[:end]``; in the deploy form (the
+    norm folded away) each runs as one fused convolution+ReLU."""
+    for i in range(0, end, 3):
+        conv, norm, act = seq[i], seq[i + 1], seq[i + 2]
+        if isinstance(norm, nn.Identity):
+            x = conv_act(x, conv.weight, conv.bias, 'relu', conv.stride,
+                         conv.padding)
+        else:
+            x = act(norm(conv(x)))
+    return x
+
+
+def _tokens(x):
+    """(B, C, H, W) channels-last maps -> (B, H, W, C) tokens (a view)."""
+    return x.permute(0, 2, 3, 1)
+
+
+def _maps(x):
+    """(B, H, W, C) tokens -> (B, C, H, W) channels-last maps (a view)."""
+    return x.permute(0, 3, 1, 2)
+
+
+class Tokenizer(nn.Module):
+    """Three 3x3 conv-norm-ReLU layers (the first of stride 2) and a stride-2
+    max-pool: stride 4."""
+
+    def __init__(self, in_channels, channels, norm_cfg):
+        super().__init__()
+        self.block = nn.Sequential(
+            *_conv_norm_relu(in_channels, channels // 2, 3, 2, norm_cfg),
+            *_conv_norm_relu(channels // 2, channels // 2, 3, 1, norm_cfg),
+            *_conv_norm_relu(channels // 2, channels, 3, 1, norm_cfg),
+            nn.MaxPool2d(3, 2, 1))
+
+    def forward(self, x):
+        return self.block[-1](_run_conv_norm_relu(self.block, x, 9))
+
+
+class Bottleneck(nn.Sequential):
+    """``x + relu(bn(conv1x1(relu(bn(conv3x3(relu(bn(conv1x1(x))))))))``: the
+    last ReLU ends the branch, nothing follows the sum."""
+
+    def __init__(self, channels, hidden_channels, norm_cfg):
+        super().__init__(
+            *_conv_norm_relu(channels, hidden_channels, 1, 1, norm_cfg),
+            *_conv_norm_relu(hidden_channels, hidden_channels, 3, 1, norm_cfg),
+            *_conv_norm_relu(hidden_channels, channels, 1, 1, norm_cfg))
+
+    def forward(self, x):
+        return x + _run_conv_norm_relu(self, x, len(self))
+
+
+class ConvStage(nn.Module):
+    """Bottlenecks at stride 4, then a biased stride-2 3x3 convolution (no
+    norm, no activation) whose raw output is the stride-8 map. A container:
+    the backbone runs it, block by block under ``with_cp``."""
+
+    def __init__(self, channels, hidden_channels, num_blocks, norm_cfg):
+        super().__init__()
+        self.conv_blocks = nn.Sequential(*(
+            Bottleneck(channels, hidden_channels, norm_cfg)
+            for _ in range(num_blocks)))
+        self.downsample = nn.Conv2d(channels, hidden_channels, 3, 2, 1)
+
+
+class ChannelMLP(nn.Module):
+    """Linear, GELU, linear, over the last (channel) axis."""
+
+    def __init__(self, channels, hidden_channels):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden_channels)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_channels, channels)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class MLPBlock(nn.Module):
+    """On (B, H, W, C) tokens: a residual channel MLP, then LayerNorm and a
+    3x3 depthwise convolution that REPLACE the tokens (no residual around
+    them, no bias), then another residual channel MLP. One drop-path module
+    serves both residuals, with independent draws."""
+
+    def __init__(self, channels, hidden_channels, drop_path):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(channels)
+        self.channel_mlp1 = ChannelMLP(channels, hidden_channels)
+        self.norm2 = nn.LayerNorm(channels)
+        self.connect = nn.Conv2d(channels, channels, 3, 1, 1, groups=channels,
+                                 bias=False)
+        self.connect_norm = nn.LayerNorm(channels)
+        self.channel_mlp2 = ChannelMLP(channels, hidden_channels)
+        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
+
+    def forward(self, x):
+        x = x + self.drop_path(self.channel_mlp1(self.norm1(x)))
+        x = _tokens(self.connect(_maps(self.connect_norm(x))))
+        return x + self.drop_path(self.channel_mlp2(self.norm2(x)))
+
+
+class TokenDownsample(nn.Module):
+    """A biased stride-2 3x3 convolution on (B, H, W, C) tokens."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.downsample = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
+
+    def forward(self, x):
+        return _tokens(self.downsample(_maps(x)))
+
+
+class MLPStage(nn.Module):
+    """Conv-MLP blocks, then (except in the last stage) a stride-2
+    downsampling convolution. A container, as ``ConvStage``."""
+
+    def __init__(self, channels, next_channels, hidden_channels, rates):
+        super().__init__()
+        self.blocks = nn.Sequential(*(
+            MLPBlock(channels, hidden_channels, rate) for rate in rates))
+        self.downsample_mlp = (TokenDownsample(channels, next_channels)
+                               if next_channels else nn.Identity())
+
+
+class ConvMLP(DenseBackbone):
+    """ConvMLP backbone emitting the authors' four maps at strides 4, 8, 16
+    and 32 (64/128/256/512 channels for small and medium, 96/192/384/768
+    for large).
+
+    Args:
+        arch (str | dict): ``'small'``, ``'medium'`` or ``'large'``, or a
+            dict with the keys ``stem_channels`` (the tokenizer's output;
+            its first two convolutions use half), ``conv_blocks`` (the
+            bottlenecks of the conv stage), and one value per Conv-MLP stage
+            of ``depths``, ``channels`` and ``mlp_ratios``.
+        in_channels (int): Input image channels. Defaults to 3.
+        out_indices (Sequence[int]): Which of the four maps (0..3) to return.
+        drop_path_rate (float): Stochastic depth rate of the last block of
+            each Conv-MLP stage; it rises linearly from 0 within each stage.
+            The default 0.1 is the authors' schedule, hard-coded in their
+            ImageNet and dense-prediction training; another value changes
+            the rates of every stage in proportion.
+        norm_cfg (dict): The BatchNorm layers of the tokenizer and the conv
+            stage (the Conv-MLP blocks use LayerNorm), e.g.
+            ``dict(type='SyncBN')``. The authors trained with plain BN.
+        out_norm (bool): Add a freshly initialised ``norm_cfg`` norm to each
+            output. Off by default: the authors' maps carry no norm.
+        frozen_stages (int): -1 freezes nothing, 0 the tokenizer, k the
+            tokenizer and the first k stages, counting the conv stage as the
+            first and the three Conv-MLP stages as the second to fourth
+            (each with its downsampling convolution).
+        norm_eval (bool): Keep every BatchNorm in eval mode while training.
+        with_cp (bool): Gradient checkpointing per block.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``
+            loads a released ImageNet file (``convmlp_{s,m,l}_imagenet.pth``,
+            its classifier skipped), the authors' detection or segmentation
+            files, or an mmhire/mmdet/mmseg checkpoint.
+    """
+
+    paper_name = 'ConvMLP'
+    arch_keys = ('stem_channels', 'conv_blocks', 'depths', 'channels',
+                 'mlp_ratios')
+    arch_zoo = {
+        'small': dict(stem_channels=64, conv_blocks=2, depths=(2, 4, 2),
+                      channels=(128, 256, 512), mlp_ratios=(2, 2, 2)),
+        'medium': dict(stem_channels=64, conv_blocks=3, depths=(3, 6, 3),
+                       channels=(128, 256, 512), mlp_ratios=(3, 3, 3)),
+        'large': dict(stem_channels=96, conv_blocks=3, depths=(4, 8, 3),
+                      channels=(192, 384, 768), mlp_ratios=(3, 3, 3)),
+    }
+
+    def __init__(self,
+                 arch='small',
+                 in_channels=3,
+                 out_indices=(0, 1, 2, 3),
+                 drop_path_rate=0.1,
+                 norm_cfg=dict(type='BN', requires_grad=True),
+                 out_norm=False,
+                 frozen_stages=-1,
+                 norm_eval=False,
+                 with_cp=False,
+                 init_cfg=None):
+        super().__init__(arch, in_channels, out_indices, frozen_stages,
+                         norm_eval, with_cp, init_cfg)
+        stem, channels = self.arch['stem_channels'], self.arch['channels']
+        self.tokenizer = Tokenizer(in_channels, stem, norm_cfg)
+        self.conv_stages = ConvStage(stem, channels[0],
+                                     self.arch['conv_blocks'], norm_cfg)
+        self.stages = nn.ModuleList(
+            MLPStage(channels[i], channels[i + 1] if i < 2 else 0,
+                     int(channels[i] * self.arch['mlp_ratios'][i]),
+                     torch.linspace(0, drop_path_rate, depth).tolist())
+            for i, depth in enumerate(self.arch['depths']))
+        if out_norm:
+            self.add_out_norms(norm_cfg)
+        self._freeze_stages()
+
+    @property
+    def map_channels(self):
+        return (self.arch['stem_channels'], *self.arch['channels'])
+
+    @classmethod
+    def check_arch(cls, arch):
+        def ints(key, count, lowest):
+            value = arch[key]
+            if count is None:
+                value = (value, )
+            if not (isinstance(value, tuple) and len(value) == (count or 1)
+                    and all(isinstance(v, int) and v >= lowest
+                            for v in value)):
+                raise ArchError(
+                    f'ConvMLP: arch[{key!r}] must be '
+                    f'{"one int" if count is None else f"{count} ints"} '
+                    f'>= {lowest}, got {arch[key]!r}.')
+        ints('stem_channels', None, 2)
+        ints('conv_blocks', None, 0)
+        ints('depths', 3, 1)
+        ints('channels', 3, 1)
+        ratios = arch['mlp_ratios']
+        if not (isinstance(ratios, tuple) and len(ratios) == 3 and all(
+                isinstance(r, (int, float)) and r > 0 for r in ratios)):
+            raise ArchError(f'ConvMLP: arch[\'mlp_ratios\'] must be 3 '
+                            f'positive numbers, got {ratios!r}.')
+        if arch['stem_channels'] % 2:
+            raise ArchError('ConvMLP: arch stem_channels must be even (the '
+                            'first tokenizer convolutions use half), got '
+                            f'{arch["stem_channels"]}.')
+
+    def forward(self, x):
+        self.check_input(x)
+        # Channels-last memory throughout, so that the Conv-MLP stages'
+        # (B, H, W, C) tokens are free views of the maps.
+        x = self.tokenizer(x.contiguous(memory_format=torch.channels_last))
+        maps = [x]
+        x = self.run_blocks(self.conv_stages.conv_blocks, x)
+        maps.append(self.conv_stages.downsample(x))
+        x = _tokens(maps[-1])
+        for i, stage in enumerate(self.stages):
+            x = stage.downsample_mlp(self.run_blocks(stage.blocks, x))
+            if i != 1:  # the second stage's output is not one of the maps
+                maps.append(_maps(x))
+        return tuple(self.output(i, maps[i]) for i in self.out_indices)
+
+    def frozen_modules(self):
+        stages = [self.tokenizer, self.conv_stages, *self.stages]
+        modules = stages[:self.frozen_stages + 1]
+        # The map of output i comes from stage (0, 1, 2, 4)[i].
+        modules += [getattr(self, f'norm{i}') for i, stage in
+                    enumerate((0, 1, 2, 4))
+                    if stage <= self.frozen_stages
+                    and hasattr(self, f'norm{i}')]
+        return modules
+
+    def switch_to_deploy(self):
+        """Fold for inference what folds exactly: every BatchNorm into the
+        convolution before it, and the affine part of each block's two
+        pre-MLP LayerNorms into the MLP's first linear layer. The LayerNorm
+        before the depthwise convolution keeps its bias (the convolution
+        pads with zeros, so a folded bias would be wrong at the borders) and
+        the per-output norms stay. Training afterwards is refused."""
+        if self.deploy:
+            return
+        sequences = [self.tokenizer.block, *self.conv_stages.conv_blocks]
+        self.refuse_to_fold([seq[i] for seq in sequences
+                             for i in range(1, len(seq) - 1, 3)])
+        for seq in sequences:
+            for i in range(1, len(seq) - 1, 3):
+                fold_bn_after(seq[i - 1], seq[i])
+                seq[i] = nn.Identity()
+        for stage in self.stages:
+            for block in stage.blocks:
+                for name, mlp in (('norm1', block.channel_mlp1),
+                                  ('norm2', block.channel_mlp2)):
+                    norm = getattr(block, name)
+                    fold_affine_before(mlp.fc1, norm.weight, norm.bias)
+                    setattr(block, name, nn.LayerNorm(
+                        norm.normalized_shape, norm.eps,
+                        elementwise_affine=False))
+        self.deploy = True
+        self.eval()
+
+    def init_from_scratch(self):
+        """The authors' initialisation."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.Conv2d):
+                bias = m.bias
+                kaiming_init(m, mode='fan_out', nonlinearity='relu',
+                             distribution='normal', bias=0.)
+                if bias is not None:  # conv biases keep PyTorch's default
+                    bound = 1 / (m.weight[0].numel() ** 0.5)
+                    nn.init.uniform_(m.bias, -bound, bound)
+            elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
+                constant_init(m, 1, bias=0.)
+
+    # The authors' checkpoints use these names; their classifiers add a
+    # final norm and head.
+
+    @classmethod
+    def from_released(cls, state_dict):
+        if not any(k.startswith('tokenizer.block.') for k in state_dict):
+            return None
+        classifier = [k for k in state_dict if k.startswith(('norm.', 'head.'))]
+        return ({k: v for k, v in state_dict.items() if k not in classifier},
+                classifier)
+
+    @classmethod
+    def arch_of(cls, state_dict):
+        """The arch of the ConvMLP whose tensors these are; empty for
+        anything else."""
+        if 'tokenizer.block.6.weight' not in state_dict:
+            return {}
+        depths, channels, ratios = [0] * 3, [0] * 3, [0] * 3
+        conv_blocks = 0
+        for key, value in state_dict.items():
+            parts = key.split('.')
+            if key.startswith('conv_stages.conv_blocks.') and \
+                    parts[3:] == ['0', 'weight']:
+                conv_blocks = max(conv_blocks, int(parts[2]) + 1)
+            if key.startswith('stages.') and parts[4:] == ['connect',
+                                                           'weight']:
+                stage, block = int(parts[1]), int(parts[3])
+                depths[stage] = max(depths[stage], block + 1)
+                channels[stage] = value.shape[0]
+                hidden = state_dict[key.replace(
+                    'connect.weight', 'channel_mlp1.fc1.weight')].shape[0]
+                ratios[stage] = hidden / value.shape[0]
+        return dict(stem_channels=state_dict['tokenizer.block.6.weight']
+                    .shape[0], conv_blocks=conv_blocks, depths=tuple(depths),
+                    channels=tuple(channels), mlp_ratios=tuple(ratios))
+
