@@ -15,13 +15,17 @@ A file that needs anything else is refused, naming the type; nothing in a
 checkpoint is ever executed.
 """
 import argparse
+import glob
+import logging
+import os.path as osp
 import pickle
 import re
+import zipfile
 
 import numpy as np
 import torch
 from mmengine.fileio import get_local_path
-from mmengine.logging import HistoryBuffer, MMLogger
+from mmengine.logging import HistoryBuffer, MMLogger, print_log
 
 from mmhire.errors import CheckpointError
 
@@ -70,7 +74,14 @@ def safe_load(filename):
     try:
         with get_local_path(filename) as path, \
                 torch.serialization.safe_globals(scoped):
-            return torch.load(path, map_location='cpu', weights_only=True)
+            try:
+                return torch.load(path, map_location='cpu',
+                                  weights_only=True)
+            except FileNotFoundError:
+                raise
+            except (RuntimeError, EOFError, KeyError, OSError):
+                check_readable(path)  # one line saying what is wrong
+                raise
     except FileNotFoundError:
         raise CheckpointError(
             f'checkpoint {filename!r} does not exist; check the path in '
@@ -87,6 +98,65 @@ def safe_load(filename):
             'nothing in it ran. Re-save the weights as a plain state dict '
             '(torch.save(model.state_dict(), path)) where the file was '
             'made.') from None
+
+
+def unreadable(filename):
+    """Why a local checkpoint cannot be read, or ``None`` if it is whole: a
+    zip archive (torch's format since 1.6) with its directory in place and
+    every entry's checksum right. Reads the file once; unpickles nothing."""
+    if not osp.isfile(filename):
+        return 'it does not exist'
+    if osp.getsize(filename) == 0:
+        return 'it is empty (0 bytes)'
+    if not zipfile.is_zipfile(filename):
+        with open(filename, 'rb') as f:
+            if f.read(2) == b'\x80\x02':  # torch's format before 1.6
+                return None
+        return ('it is truncated, or not a file written by torch.save (no '
+                'archive directory at its end)')
+    try:
+        with zipfile.ZipFile(filename) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f'its archive is damaged ({e})'
+    if damaged:
+        return f'its entry {damaged} is damaged (checksum mismatch)'
+    return None
+
+
+def check_readable(filename):
+    """``CheckpointError`` naming the file and what is wrong with it, for a
+    local file that cannot be read."""
+    if '://' in str(filename):
+        return
+    why = unreadable(filename)
+    if why:
+        raise CheckpointError(
+            f'cannot read checkpoint {str(filename)!r}: {why}. Use another '
+            'checkpoint (an earlier one of the run, or the file again from '
+            'where it came).')
+
+
+def newest_readable_checkpoint(work_dir):
+    """For ``--resume`` without a path: the checkpoint that
+    ``last_checkpoint`` names if it is readable; otherwise, with a warning
+    naming each unreadable one, the newest readable ``*.pth`` in
+    ``work_dir``; ``None`` if there is none."""
+    candidates = []
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(marker):
+        with open(marker) as f:
+            candidates.append(f.read().strip())
+    candidates += sorted(glob.glob(osp.join(work_dir, '*.pth')),
+                         key=osp.getmtime, reverse=True)
+    for path in dict.fromkeys(candidates):
+        why = unreadable(path)
+        if why is None:
+            return path
+        print_log(f'mmhire: not resuming from {path}: {why}; trying the '
+                  'newest readable checkpoint instead', logger='current',
+                  level=logging.WARNING)
+    return None
 
 
 def _unwrap(checkpoint, use_ema):

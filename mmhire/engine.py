@@ -19,6 +19,7 @@ from mmengine.runner import Runner
 
 import mmhire  # noqa: F401  (registers HireMLP and the checkpoint allowlist)
 from mmhire.errors import DatasetNotFoundError, MMHireError
+from mmhire.preemption import PREEMPTED_EXIT, Preempted
 
 # mmengine resolves 'mmdet::' configs with pkg_resources, which warns on
 # every run; the pinned setuptools still has it.
@@ -140,13 +141,19 @@ def build_runner(cfg):
 @contextmanager
 def tool_session():
     """The body of a tool: mmhire's errors end it as one line on stderr
-    (exit 1), and a process group is closed on the way out (a gloo group
+    (exit 1), a preempted run with its line and exit status 75, and a
+    process group is closed on the way out (a gloo group
     left to interpreter shutdown can abort a finished run with "terminate
     called without an active exception")."""
     try:
         yield
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # no process tears the group down under another
+    except Preempted as e:
+        print(e, file=sys.stderr)
+        if os.environ.get('MMHIRE_PREEMPTED_FLAG'):  # for tools/torchrun.sh
+            open(os.environ['MMHIRE_PREEMPTED_FLAG'], 'a').close()
+        sys.exit(PREEMPTED_EXIT)
     except MMHireError as e:
         # mmengine prefixes 'class `X` in module: ' for each registry level.
         message = re.sub(r'class `\w+` in [\w./-]+: ', '', str(e))

@@ -14,7 +14,7 @@ import argparse
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from mmhire.checkpoint import check_fits
+from mmhire.checkpoint import check_fits, check_readable
 from mmhire.engine import (add_common_args, build_runner, check_data,
                            load_config, tool_session, use_tta)
 from mmhire.models import switch_to_deploy
@@ -36,6 +36,7 @@ def parse_args():
 def main():
     args = parse_args()
     with tool_session():
+        check_readable(args.checkpoint)
         cfg = load_config(args.config, args.cfg_options, args.work_dir,
                           args.launcher)
         cfg.load_from = args.checkpoint

@@ -6,9 +6,17 @@
 The options are those of mmdet's and mmseg's tools/train.py. Several GPUs:
 tools/dist_train.sh CONFIG GPUS. Without CUDA it runs on the CPU (and
 dist_train.sh runs DDP over gloo).
+
+SIGTERM (Slurm's preemption, scancel) or Ctrl-C finishes the iteration in
+flight, saves it to work_dir/iter_N_preempted.pth and exits with status 75;
+the same command with --resume continues from it (inside an epoch, at the
+batch where it stopped). A second Ctrl-C stops at once.
 """
 import argparse
+import os.path as osp
 
+from mmhire import preemption
+from mmhire.checkpoint import check_readable, newest_readable_checkpoint
 from mmhire.engine import (add_common_args, build_runner, check_data,
                            load_config, tool_session)
 
@@ -41,11 +49,16 @@ def main():
                                  'auto_scale_lr.base_batch_size in the config')
             cfg.auto_scale_lr.enable = True
         if args.resume == 'auto':
-            cfg.resume, cfg.load_from = True, None
+            cfg.resume = True
+            cfg.load_from = newest_readable_checkpoint(cfg.work_dir) \
+                if osp.isdir(cfg.work_dir) else None
         elif args.resume is not None:
             cfg.resume, cfg.load_from = True, args.resume
+        if cfg.get('load_from'):
+            check_readable(cfg.load_from)
         check_data(cfg, ['train_dataloader', 'val_dataloader']
                    if cfg.get('val_cfg') else ['train_dataloader'])
+        preemption.enable(cfg)
         build_runner(cfg).train()
 
 
