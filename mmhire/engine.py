@@ -1,12 +1,15 @@
 """What tools/train.py and tools/test.py share: reading a config the way
 mmdet's and mmseg's tools do, adapting it to the machine, checking that its
 data is there, and turning mmhire's errors into one clear line."""
+import atexit
 import copy
+import gc
 import logging
 import os
 import os.path as osp
 import re
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 
@@ -138,17 +141,40 @@ def build_runner(cfg):
         else RUNNERS.build(cfg)
 
 
+def _close_process_groups():
+    """Take the process groups down while the interpreter is still whole.
+
+    A gloo worker thread releases the tensors of a collective just after
+    the collective completes; where it holds the last reference to a
+    tensor's Python object it must take the GIL. If the process is by then
+    finalizing (it exited right after its last collective), taking the GIL
+    ends the thread with pthread_exit, whose unwinding through noexcept C++
+    destructors calls std::terminate: "terminate called without an active
+    exception", SIGABRT, an exit -6 after a finished run. So: a pause that
+    frees the GIL for such a thread, then the groups destroyed, and the
+    objects that still hold one (the DDP wrapper, in the runner's reference
+    cycles) collected, so that the group's destructor joins its idle
+    threads now rather than during finalization."""
+    if dist.is_available() and dist.is_initialized():
+        time.sleep(0.1)
+        dist.destroy_process_group()
+        gc.collect()
+
+
+atexit.register(_close_process_groups)
+
+
 @contextmanager
 def tool_session():
     """The body of a tool: mmhire's errors end it as one line on stderr
-    (exit 1), a preempted run with its line and exit status 75, and a
-    process group is closed on the way out (a gloo group
-    left to interpreter shutdown can abort a finished run with "terminate
-    called without an active exception")."""
+    (exit 1), a preempted run with its line and exit status 75. A finished
+    run waits at a barrier, so that no process leaves (and takes its side
+    of the process group down) while another still runs collectives with
+    it; the groups are closed at exit (``_close_process_groups``)."""
     try:
         yield
         if dist.is_available() and dist.is_initialized():
-            dist.barrier()  # no process tears the group down under another
+            dist.barrier()
     except Preempted as e:
         print(e, file=sys.stderr)
         if os.environ.get('MMHIRE_PREEMPTED_FLAG'):  # for tools/torchrun.sh
@@ -158,15 +184,33 @@ def tool_session():
         # mmengine prefixes 'class `X` in module: ' for each registry level.
         message = re.sub(r'class `\w+` in [\w./-]+: ', '', str(e))
         sys.exit(f'error: {message}')
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+
+
+def _default_detection_tta(cfg):
+    """mmdet's test.py default where a detection config has none: the test
+    pipeline with the original and the flipped image, boxes merged by NMS
+    (DetTTAModel merges no masks: bbox-only detectors)."""
+    cfg.setdefault('tta_model', dict(
+        type='DetTTAModel',
+        tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5),
+                     max_per_img=100)))
+    test_set = _datasets(cfg.test_dataloader.dataset)[0]
+    pipeline = copy.deepcopy(test_set.pipeline)
+    pipeline[-1] = dict(type='TestTimeAug', transforms=[
+        [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+        [dict(type='PackDetInputs',
+              meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                         'scale_factor', 'flip', 'flip_direction'))]])
+    cfg.tta_pipeline = pipeline
 
 
 def use_tta(cfg, flip=True):
     """Test with the config's ``tta_pipeline`` and ``tta_model`` (as mmseg's
-    ``test.py --tta``), optionally without the flipped pass. Returns the
+    ``test.py --tta``; for a detection config without them, mmdet's default
+    flip augmentation), optionally without the flipped pass. Returns the
     scales for the log."""
+    if cfg.get('default_scope') == 'mmdet' and not cfg.get('tta_pipeline'):
+        _default_detection_tta(cfg)
     if not cfg.get('tta_pipeline') or not cfg.get('tta_model'):
         raise MMHireError('--tta needs tta_pipeline and tta_model in the '
                           'config (the segmentation configs have them).')
@@ -186,8 +230,10 @@ def use_tta(cfg, flip=True):
     cfg.test_dataloader.dataset.pipeline = pipeline
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
+    flipped = "with" if flip else "without"
     print_log(f'mmhire: multi-scale test at {len(scales)} scales '
               f'{[tuple(s) if isinstance(s, (list, tuple)) else s for s in scales]}'
-              f' {"with" if flip else "without"} horizontal flip',
-              logger='current')
+              f' {flipped} horizontal flip' if scales else
+              f'mmhire: test-time augmentation at the test scale {flipped} '
+              'horizontal flip', logger='current')
     return scales

@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import mmcv
 import pytest
 import torch
 from conftest import ROOT, run_tool
@@ -274,4 +275,7 @@ def test_demo_learns_the_generated_shapes(tmp_path, backbone, name):
     assert metrics['coco/segm_mAP'] >= 0.3, metrics
     assert (tmp_path / f'work_dirs/{name}/detection_prediction.png'
             ).stat().st_size > 1000
+    grid = mmcv.imread(tmp_path / f'work_dirs/{name}/'
+                       'detection_predictions_grid.png')
+    assert grid.shape[0] > 4 * 3 * 160 and grid.shape[1] > 2 * 2 * 3 * 160
     assert 'picture of the predictions' in result.stdout

@@ -4,6 +4,7 @@ generated data."""
 import json
 import re
 
+import mmcv
 import pytest
 import torch
 from conftest import ROOT, run_tool
@@ -259,4 +260,6 @@ def test_demo_learns_the_generated_regions(tmp_path, backbone, name):
     assert metrics['mIoU'] >= 60, metrics
     assert metrics['mIoU (multi-scale)'] >= 60, metrics
     assert (work_dir / 'segmentation_prediction.png').stat().st_size > 1000
+    grid = mmcv.imread(work_dir / 'segmentation_predictions_grid.png')
+    assert grid.shape[0] > 4 * 3 * 128 and grid.shape[1] > 2 * 3 * 3 * 128
     assert 'picture of the predictions' in result.stdout

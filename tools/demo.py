@@ -41,40 +41,95 @@ DEMOS = {
 }
 
 
-def first_val_prediction(model, runner):
-    """The model's prediction on the first val image, with its ground truth,
-    through the test pipeline."""
+GRID = 8  # val images in the grid picture
+ENLARGE = 3  # so that the drawn class names and scores stay readable
+
+
+def val_prediction(model, runner, index):
+    """The model's prediction on a val image, with its ground truth, through
+    the test pipeline."""
     loader = runner.test_dataloader
     with torch.no_grad():
-        return model.test_step(loader.collate_fn([loader.dataset[0]]))[0]
+        return model.test_step(loader.collate_fn([loader.dataset[index]]))[0]
 
 
-def save_detection_picture(model, runner, cfg, path):
-    """Predictions on the first val image, drawn beside its ground truth."""
+def enlarged(result, scale):
+    """The prediction and ground truth of a detection, in an image
+    ``scale`` times as large."""
+    result = result.clone()
+    for instances in (result.gt_instances, result.pred_instances):
+        boxes = instances.bboxes
+        if hasattr(boxes, 'rescale_'):  # mmdet's box types
+            boxes = boxes.clone()
+            boxes.rescale_((scale, scale))
+        else:
+            boxes = boxes * scale
+        instances.bboxes = boxes
+        if 'masks' in instances:
+            masks = instances.masks
+            instances.masks = masks.rescale(scale) if hasattr(
+                masks, 'rescale') else masks.repeat_interleave(
+                    scale, 1).repeat_interleave(scale, 2)
+    return result
+
+
+def detection_picture(model, runner, cfg, index, scale=1):
+    """Ground truth (left) and predictions (right) of a val image."""
     from mmdet.registry import VISUALIZERS
-    result = first_val_prediction(model, runner)
-    visualizer = VISUALIZERS.build(cfg.visualizer)
+    result = val_prediction(model, runner, index)
+    visualizer = VISUALIZERS.build(dict(cfg.visualizer, name=f'demo{index}'))
     visualizer.dataset_meta = runner.test_dataloader.dataset.metainfo
     image = mmcv.imread(result.img_path, channel_order='rgb')
+    if scale != 1:
+        image, result = mmcv.imrescale(image, scale), enlarged(result, scale)
     visualizer.add_datasample('prediction', image, result, draw_gt=True,
-                              pred_score_thr=0.5, out_file=path)
+                              pred_score_thr=0.5)
+    return visualizer.get_image()
 
 
-def save_segmentation_picture(model, runner, cfg, path):
-    """The first val image, its ground truth and the prediction, coloured."""
-    result = first_val_prediction(model, runner)
+def segmentation_picture(model, runner, cfg, index, scale=1):
+    """A val image, its ground truth and the prediction, coloured."""
+    result = val_prediction(model, runner, index)
     palette = runner.test_dataloader.dataset.metainfo['palette']
     palette = np.array([*palette, (0, 0, 0)], np.uint8)
     truth = result.gt_sem_seg.data[0].numpy().copy()
     truth[truth == 255] = len(palette) - 1  # ignored pixels in black
     prediction = result.pred_sem_seg.data[0].numpy()
     image = mmcv.imread(result.img_path, channel_order='rgb')
-    mmcv.imwrite(np.concatenate([image, palette[truth], palette[prediction]],
-                                axis=1)[..., ::-1], path)
+    picture = np.concatenate([image, palette[truth], palette[prediction]],
+                             axis=1)
+    return picture.repeat(scale, 0).repeat(scale, 1)
 
 
-PICTURES = {'detection': save_detection_picture,
-            'segmentation': save_segmentation_picture}
+def grid(pictures, columns=2, gap=8):
+    """Pictures of one size in rows of ``columns``, white between them."""
+    height, width = pictures[0].shape[:2]
+    rows = -(-len(pictures) // columns)
+    canvas = np.full((rows * (height + gap) - gap,
+                      columns * (width + gap) - gap, 3), 255, np.uint8)
+    for i, picture in enumerate(pictures):
+        top, left = (i // columns) * (height + gap), (i % columns) * (
+            width + gap)
+        canvas[top:top + height, left:left + width] = picture
+    return canvas
+
+
+PICTURES = {'detection': detection_picture,
+            'segmentation': segmentation_picture}
+
+
+def save_pictures(task, model, runner, cfg):
+    """The first val image as it comes, and a grid of the first eight,
+    enlarged. Returns their paths."""
+    draw = PICTURES[task]
+    single = osp.join(cfg.work_dir, f'{task}_prediction.png')
+    mmcv.imwrite(draw(model, runner, cfg, 0)[..., ::-1], single)
+    count = min(GRID, len(runner.test_dataloader.dataset))
+    several = osp.join(cfg.work_dir, f'{task}_predictions_grid.png')
+    mmcv.imwrite(grid([draw(model, runner, cfg, i, ENLARGE)
+                       for i in range(count)])[..., ::-1], several)
+    return single, several
+
 
 
 def main():
@@ -104,13 +159,15 @@ def main():
             tested = build_runner(tta).test()
             metrics.update({f'{k} (multi-scale)': tested[k]
                             for k in demo['metrics']})
-    picture = osp.join(cfg.work_dir, f'{args.task}_prediction.png')
-    PICTURES[args.task](runner.model.eval(), runner, cfg, picture)
+    single, several = save_pictures(args.task, runner.model.eval(), runner,
+                                    cfg)
     summary = {k: round(float(v), 4) for k, v in metrics.items()}
     with open(osp.join(cfg.work_dir, 'metrics.json'), 'w') as f:
         json.dump(summary, f, indent=1)
     print('\n'.join(f'{k}: {v:.3f}' for k, v in summary.items()))
-    print(f'picture of the predictions: {picture}')
+    print(f'picture of the predictions: {several} (the first {GRID} val '
+          f'images, ground truth beside predictions; the first alone: '
+          f'{single})')
 
 
 if __name__ == '__main__':

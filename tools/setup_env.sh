@@ -21,7 +21,7 @@ if [ -d "$ROOT/../shared/wheels" ]; then
 fi
 
 fingerprint() {
-  cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1
+  cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "$ROOT/mmhire/dependencies.py" "${BASH_SOURCE[0]}" | sha256sum | cut -d" " -f1
 }
 
 stack_works() {
