@@ -126,8 +126,8 @@ class PreemptionHook(Hook):
 
     def restore_random_state(self, runner):
         """When resuming (not when loading weights to start anew): the
-        random state saved with the checkpoint. ``ResumableEpochBasedTrainLoop``
-        calls this after skipping the consumed batches, which draw on the
+        random state saved with the checkpoint. The resuming loops call
+        this after skipping the consumed batches, which draw on the
         same generators, and before reading the next; otherwise it happens
         before the first iteration."""
         if self.resume_at is not None:

@@ -25,7 +25,7 @@ def test_declared_requirements_are_ranges_with_extras():
     for library, extra in (('mmdet', 'det'), ('mmsegmentation', 'seg')):
         declared = [r for r in requires if r.startswith(library)]
         assert declared and all(f'extra == "{extra}"' in r or
-                                f'extra == "all"' in r for r in declared)
+                                'extra == "all"' in r for r in declared)
     assert any(r.startswith('mmsegmentation') and 'extra == "all"' in r
                for r in requires)
     assert any(r.startswith('ftfy') and 'extra == "seg"' in r

@@ -159,6 +159,7 @@ def test_two_process_sigterm_mid_schedule_resumes_exactly(small_ade):
                        env=dict(PORT='29623'))
     pattern = r'Iter\(train\) \[\s*(\d+)/10\]'
     assert iterations(resumed.stdout, pattern) == list(range(saved + 1, 11))
+    assert iterations(whole.stdout, pattern) == list(range(1, 11))
     assert_same_run(load(small_ade / 'work_dirs/whole/iter_10.pth'),
                     load(small_ade / 'work_dirs/cut/iter_10.pth'))
 

@@ -131,7 +131,6 @@ def save_pictures(task, model, runner, cfg):
     return single, several
 
 
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(DEMOS))

@@ -59,7 +59,8 @@ def detection_record(prediction, classes):
 
 def segmentation_record(prediction, classes):
     labels, counts = np.unique(prediction, return_counts=True)
-    return dict(height=int(prediction.shape[0]), width=int(prediction.shape[1]),
+    height, width = prediction.shape
+    return dict(height=int(height), width=int(width),
                 pixels={classes[int(label)]: int(count)
                         for label, count in zip(labels, counts)})
 

@@ -57,7 +57,6 @@ class _PlainNCHW(torch.autograd.Function):
         return grad.contiguous(memory_format=torch.channels_last)
 
 
-
 class DenseBackbone(BaseModule):
     """Base of the backbones: subclasses set ``paper_name`` (for messages),
     ``arch_zoo`` and ``arch_keys``, build their layers, and implement
@@ -190,8 +189,8 @@ class DenseBackbone(BaseModule):
                   if not isinstance(n, _BatchNorm)}
         if others:
             raise DeployError(
-                f'{self.name()}: switch_to_deploy folds BatchNorm layers only; '
-                f'this network has {sorted(others)} (norm_cfg). Build it with '
+                f'{self.name()}: switch_to_deploy folds BatchNorm layers '
+                f'only; this network has {sorted(others)} (norm_cfg). Build it with '
                 f"norm_cfg=dict(type='BN') (or SyncBN) to deploy it.")
 
     def train(self, mode=True):
@@ -237,4 +236,3 @@ def switch_to_deploy(model):
     for backbone in backbones:
         backbone.switch_to_deploy()
     return len(backbones)
-

@@ -336,7 +336,8 @@ class ConvMLP(DenseBackbone):
     def from_released(cls, state_dict):
         if not any(k.startswith('tokenizer.block.') for k in state_dict):
             return None
-        classifier = [k for k in state_dict if k.startswith(('norm.', 'head.'))]
+        classifier = [k for k in state_dict
+                      if k.startswith(('norm.', 'head.'))]
         return ({k: v for k, v in state_dict.items() if k not in classifier},
                 classifier)
 
@@ -364,4 +365,3 @@ class ConvMLP(DenseBackbone):
         return dict(stem_channels=state_dict['tokenizer.block.6.weight']
                     .shape[0], conv_blocks=conv_blocks, depths=tuple(depths),
                     channels=tuple(channels), mlp_ratios=tuple(ratios))
-
