@@ -4,7 +4,7 @@ mid-epoch that skips what the epoch had consumed, and the random state
 saved and restored after the skip, so that a resumed run continues exactly
 as the interrupted one would have.
 
-``tools/train.py`` sets all of this up (``enable(runner)``); nothing here
+``tools/train.py`` sets all of this up (``enable(cfg)``); nothing here
 changes a run that is never interrupted.
 """
 import os

@@ -65,18 +65,22 @@ def segmentation_record(prediction, classes):
                         for label, count in zip(labels, counts)})
 
 
-def build_inferencer(cfg, checkpoint, device):
+def build_inferencer(cfg, checkpoint, device, score_thr):
+    """``(inferencer, its options per call, the JSON record of a
+    prediction)`` for the config's library."""
     if cfg.default_scope == 'mmdet':
         from mmdet.apis import DetInferencer
         inferencer = DetInferencer(model=cfg, weights=checkpoint,
                                    device=device, show_progress=False)
-        return inferencer, detection_record
+        return (inferencer, dict(pred_score_thr=score_thr),
+                detection_record)
     if cfg.default_scope == 'mmseg':
         from mmseg.apis import MMSegInferencer
         inferencer = MMSegInferencer(model=cfg, weights=checkpoint,
                                      device=device)
         inferencer.show_progress = False
-        return inferencer, segmentation_record
+        return (inferencer, dict(img_out_dir='vis', pred_out_dir='preds'),
+                segmentation_record)
     raise MMHireError(f'{cfg.filename!r} is neither an mmdet nor an mmseg '
                       f'config (default_scope {cfg.default_scope!r}).')
 
@@ -100,13 +104,11 @@ def main():
         cfg = load_config(args.config)
         device = args.device or ('cuda' if torch.cuda.is_available()
                                  else 'cpu')
-        inferencer, record = build_inferencer(cfg, args.checkpoint, device)
+        inferencer, options, record = build_inferencer(
+            cfg, args.checkpoint, device, args.score_thr)
         if args.deploy:
             switch_to_deploy(inferencer.model)
         classes = inferencer.model.dataset_meta['classes']
-        options = (dict(pred_score_thr=args.score_thr)
-                   if cfg.default_scope == 'mmdet' else
-                   dict(img_out_dir='vis', pred_out_dir='preds'))
         preds_dir = osp.join(args.out_dir, 'preds')
         os.makedirs(preds_dir, exist_ok=True)
         skipped = []

@@ -13,8 +13,7 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.model.weight_init import (constant_init, kaiming_init,
-                                        trunc_normal_init)
+from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmhire.errors import ArchError
@@ -319,13 +318,9 @@ class ConvMLP(DenseBackbone):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_init(m, std=.02, bias=0.)
-            elif isinstance(m, nn.Conv2d):
-                bias = m.bias
-                kaiming_init(m, mode='fan_out', nonlinearity='relu',
-                             distribution='normal', bias=0.)
-                if bias is not None:  # conv biases keep PyTorch's default
-                    bound = 1 / (m.weight[0].numel() ** 0.5)
-                    nn.init.uniform_(m.bias, -bound, bound)
+            elif isinstance(m, nn.Conv2d):  # biases keep PyTorch's default
+                nn.init.kaiming_normal_(m.weight, mode='fan_out',
+                                        nonlinearity='relu')
             elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
                 constant_init(m, 1, bias=0.)
 
