@@ -9,7 +9,10 @@ and plain containers, exactly these pickled types are allowed:
   ``getattr`` narrowed to looking up HistoryBuffer's statistics methods,
   which is how they are pickled;
 * released ImageNet checkpoints: additionally ``argparse.Namespace`` (their
-  ``args``).
+  ``args``), and, for the RepMLPNet authors' training checkpoints, a
+  stand-in for the yacs ``CfgNode`` of their ``config`` entry that reads
+  it as a plain ``OrderedDict`` (yacs itself is neither needed nor
+  imported), with the ``set`` its attributes hold.
 
 A file that needs anything else is refused, naming the type; nothing in a
 checkpoint is ever executed.
@@ -21,6 +24,7 @@ import os.path as osp
 import pickle
 import re
 import zipfile
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -54,7 +58,19 @@ RUNNER_GLOBALS = [
     *((getattr(_multiarray, f), f'numpy.{core}.multiarray.{f}')
       for f in ('_reconstruct', 'scalar') for core in ('_core', 'core')),
 ]
-RELEASED_GLOBALS = [argparse.Namespace]
+
+
+class _YacsConfig:
+    """Unpickles a yacs ``CfgNode`` as an ``OrderedDict`` of its entries
+    (the unpickler fills in only such plain types; the node's bookkeeping
+    attributes end up in the dict's ``__dict__``)."""
+
+    def __new__(cls, *args):
+        return OrderedDict()
+
+
+RELEASED_GLOBALS = [argparse.Namespace, (_YacsConfig, 'yacs.config.CfgNode'),
+                    set]
 
 
 def register_runner_globals():
@@ -250,6 +266,10 @@ def load_pretrained(backbone, filename, use_ema=False):
             f'{describe(network, model_arch)}. Use type={other.__name__!r} '
             f'or a {network.paper_name} checkpoint.')
 
+    try:
+        state_dict = backbone.fit_state_dict(state_dict)
+    except CheckpointError as e:
+        raise CheckpointError(f'{filename!r}: {e}') from None
     out_norms = tuple(f'norm{i}.' for i in range(network.num_outs))
     mismatched = [k for k in state_dict
                   if k in expected and state_dict[k].shape != expected[k].shape]

@@ -41,6 +41,12 @@ DATA_HINTS = {
         'http://data.csail.mit.edu/places/ADEchallenge/ and unpack it as '
         'data/ade/ADEChallengeData2016/ (images/, annotations/). To try '
         'mmhire without it: ' + DEMO.format(task='segmentation')),
+    'CityscapesDataset': (
+        'Get leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from '
+        'https://www.cityscapes-dataset.com, unpack both into '
+        'data/cityscapes/ and make the *_gtFine_labelTrainIds.png label '
+        'files with mmseg\'s tools/dataset_converters/cityscapes.py '
+        'data/cityscapes --nproc 8 (see the README).'),
 }
 
 

@@ -42,6 +42,7 @@ def test_every_framework_size_and_schedule_has_its_config():
                                   ('cascade_mask_rcnn', '3x')]}
     expected |= {f'{fw}_convmlp_{size}_1x' for size in CONVMLP_CHANNELS
                  for fw in ('retinanet', 'mask_rcnn')}
+    expected |= {'mask_rcnn_repmlp_t224_1x', 'mask_rcnn_repmlp_t256_1x'}
     assert names == expected
 
 
@@ -153,6 +154,23 @@ def test_convmlp_config_holds_the_authors_settings(path):
     assert cfg.train_cfg.max_epochs == 12 and steps.milestones == [8, 11]
     assert scales_of(cfg.train_dataloader.dataset.pipeline) == [(1333, 800)]
     assert scales_of(cfg.test_dataloader.dataset.pipeline) == [(1333, 800)]
+
+
+@pytest.mark.parametrize('size', ['t224', 't256'])
+def test_repmlp_config_is_the_hire_mlp_recipe(size):
+    cfg = Config.fromfile(ROOT / f'configs/detection/mask_rcnn_repmlp_{size}_1x.py')
+    hire = Config.fromfile(ROOT / 'configs/detection/mask_rcnn_hire_tiny_1x.py')
+    backbone = cfg.model.backbone
+    assert (backbone.type, backbone.arch, backbone.embed_kernel) == \
+        ('RepMLPNet', size.upper(), 2)
+    assert backbone.init_cfg == dict(type='Pretrained',
+                                     checkpoint=cfg.pretrained)
+    assert cfg.pretrained == f'checkpoints/repmlpnet_{size}_train.pth'
+    assert cfg.model.neck.in_channels == [64, 128, 256, 512]
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg',
+                'train_dataloader', 'test_dataloader', 'auto_scale_lr'):
+        assert cfg[key] == hire[key], key
+    assert cfg.model.roi_head == hire.model.roi_head
 
 
 def metric_lines(output):

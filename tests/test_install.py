@@ -81,6 +81,7 @@ def test_a_wheel_works_from_another_directory(tmp_path):
     (wheel, ) = (tmp_path / 'dist').glob('mmhire-*.whl')
     names = zipfile.ZipFile(wheel).namelist()
     assert 'mmhire/models/backbones/conv_mlp.py' in names
+    assert 'mmhire/models/backbones/repmlp_net.py' in names
     assert 'mmhire/dependencies.py' in names
     assert not any(n.startswith(('tests/', 'configs/', 'tools/'))
                    for n in names)
@@ -91,12 +92,12 @@ def test_a_wheel_works_from_another_directory(tmp_path):
         [sys.executable, '-c', 'import mmhire, mmdet.registry as d, '
          'mmseg.registry as s; print(mmhire.__file__, '
          '[r.MODELS.get(n).__name__ for r in (d, s) '
-         "for n in ('HireMLP', 'ConvMLP')])"],
+         "for n in ('HireMLP', 'ConvMLP', 'RepMLPNet')])"],
         capture_output=True, text=True, cwd=elsewhere,
         env={'PYTHONPATH': str(tmp_path / 'site'), 'PATH': '/usr/bin:/bin'})
     assert result.returncode == 0, result.stderr[-2000:]
     assert str(tmp_path / 'site') in result.stdout
-    assert "['HireMLP', 'ConvMLP', 'HireMLP', 'ConvMLP']" in result.stdout
+    assert str(['HireMLP', 'ConvMLP', 'RepMLPNet'] * 2) in result.stdout
 
 
 @pytest.mark.heavy

@@ -23,7 +23,9 @@ BUILD = textwrap.dedent('''
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
 @pytest.mark.parametrize('backbone,arch,shapes', [
     ('HireMLP', 'tiny', '[(2, 128, 8, 8), (2, 320, 4, 4), (2, 512, 2, 2)]'),
-    ('ConvMLP', 'small', '[(2, 128, 8, 8), (2, 256, 4, 4), (2, 512, 2, 2)]')])
+    ('ConvMLP', 'small', '[(2, 128, 8, 8), (2, 256, 4, 4), (2, 512, 2, 2)]'),
+    ('RepMLPNet', 'T224',
+     '[(2, 128, 8, 8), (2, 256, 4, 4), (2, 512, 2, 2)]')])
 def test_builds_from_a_config_through_each_registry(tmp_path, scope, backbone,
                                                     arch, shapes):
     config = tmp_path / 'config.py'

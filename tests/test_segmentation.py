@@ -18,6 +18,7 @@ from mmhire.engine import adapt_to_machine, use_tta
 CONFIGS = sorted((ROOT / 'configs/segmentation').glob('*.py'))
 HIRE_CONFIGS = [p for p in CONFIGS if '_hire_' in p.stem]
 CONVMLP_CONFIGS = [p for p in CONFIGS if '_convmlp_' in p.stem]
+REPMLP_CONFIGS = [p for p in CONFIGS if '_repmlp_' in p.stem]
 DEMO = ROOT / 'configs/segmentation/demo/fpn_hire_tiny_synthetic.py'
 CHANNELS = dict(tiny=[64, 128, 320, 512], small=[64, 128, 320, 512],
                 base=[64, 128, 320, 512], large=[96, 192, 384, 768])
@@ -27,26 +28,32 @@ CONVMLP_CHANNELS = dict(small=[64, 128, 256, 512], medium=[64, 128, 256, 512],
 CONVMLP_PARAMS = dict(fpn_convmlp_small_40k_ade20k=12.8,
                       fpn_convmlp_medium_40k_ade20k=21.1,
                       fpn_convmlp_large_40k_ade20k=46.3)
+REPMLP_CHANNELS = dict(t256=[64, 128, 256, 512], b256=[96, 192, 384, 768],
+                       d256=[80, 160, 320, 640], l256=[96, 192, 384, 768])
 
 
 def test_every_framework_and_size_has_its_config():
     assert {p.stem for p in CONFIGS} == {
         name for size in CHANNELS for name in (
             f'fpn_hire_{size}_40k_ade20k', f'upernet_hire_{size}_160k_ade20k')
-    } | {f'fpn_convmlp_{size}_40k_ade20k' for size in CONVMLP_CHANNELS}
+    } | {f'fpn_convmlp_{size}_40k_ade20k' for size in CONVMLP_CHANNELS} | {
+        name for size in REPMLP_CHANNELS for name in (
+            f'upernet_repmlp_{size}_80k_cityscapes',
+            f'upernet_repmlp_{size}_160k_ade20k')
+    } | {'upernet_repmlp_d256_conv5_80k_cityscapes'}
 
 
 def seg_batch(size=64, classes=150):
+    size = (size, size) if isinstance(size, int) else size
     from mmseg.structures import SegDataSample
     samples = []
     for _ in range(2):
         sample = SegDataSample(metainfo=dict(
-            img_shape=(size, size), ori_shape=(size, size),
-            pad_shape=(size, size)))
+            img_shape=size, ori_shape=size, pad_shape=size))
         sample.gt_sem_seg = PixelData(
-            data=torch.randint(0, classes, (1, size, size)))
+            data=torch.randint(0, classes, (1, *size)))
         samples.append(sample)
-    return dict(inputs=[torch.randint(0, 256, (3, size, size)).float()
+    return dict(inputs=[torch.randint(0, 256, (3, *size)).float()
                         for _ in samples], data_samples=samples)
 
 
@@ -55,7 +62,10 @@ def test_config_trains_one_iteration_and_infers(path):
     cfg = Config.fromfile(path)
     adapt_to_machine(cfg, 'none')  # SyncBN -> BN in one process
     cfg.model.backbone.init_cfg = None  # no released file on disk here
-    cfg.model.data_preprocessor.size = (64, 64)  # small inputs on CPU
+    # Small inputs on CPU; Cityscapes-shaped (1:2) for its configs.
+    size = (64, 128) if 'cityscapes' in path.stem else (64, 64)
+    cfg.model.data_preprocessor.size = size
+    classes = cfg.model.decode_head.num_classes
     init_default_scope('mmseg')
     from mmseg.registry import MODELS
     model = MODELS.build(cfg.model)
@@ -65,15 +75,15 @@ def test_config_trains_one_iteration_and_infers(path):
         assert abs(total / 1e6 - CONVMLP_PARAMS[path.stem]) < 0.06
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     model.train()
-    losses = model.train_step(seg_batch(), optim_wrapper)
+    losses = model.train_step(seg_batch(size, classes), optim_wrapper)
     assert 'decode.loss_ce' in losses
     assert all(torch.isfinite(v) for v in losses.values())
     if 'upernet' in path.stem:
         assert 'aux.loss_ce' in losses
     model.eval()
     with torch.no_grad():
-        results = model.test_step(seg_batch())
-    assert results[0].pred_sem_seg.data.shape == (1, 64, 64)
+        results = model.test_step(seg_batch(size, classes))
+    assert results[0].pred_sem_seg.data.shape == (1, *size)
 
 
 @pytest.mark.parametrize('path', HIRE_CONFIGS, ids=lambda p: p.stem)
@@ -151,6 +161,54 @@ def test_convmlp_config_holds_the_authors_settings(path):
     assert len(use_tta(cfg)) == 5  # --tta as for Hire-MLP
 
 
+@pytest.mark.parametrize('path', REPMLP_CONFIGS, ids=lambda p: p.stem)
+def test_repmlp_config_holds_the_paper_and_presumed_settings(path):
+    cfg = Config.fromfile(path)
+    size, conv5, dataset = re.fullmatch(
+        r'upernet_repmlp_(\w\d+)(_conv5)?_\d+k_(\w+)', path.stem).groups()
+    assert cfg.custom_imports.imports == ['mmhire']
+    backbone = cfg.model.backbone
+    assert (backbone.type, backbone.arch) == ('RepMLPNet', size.upper())
+    assert backbone.embed_kernel == (5 if conv5 else 3)
+    assert backbone.out_indices == (0, 1, 2, 3)
+    assert backbone.norm_cfg.type == 'SyncBN'
+    assert backbone.init_cfg.checkpoint == cfg.pretrained == \
+        f'checkpoints/repmlpnet_{size}_train.pth'
+    assert cfg.model.pretrained is None
+    assert cfg.model.decode_head.type == 'UPerHead'
+    assert cfg.model.decode_head.in_channels == REPMLP_CHANNELS[size]
+    assert cfg.model.auxiliary_head.in_channels == REPMLP_CHANNELS[size][2]
+    assert cfg.model.auxiliary_head.in_index == 2
+    optimizer = cfg.optim_wrapper.optimizer
+    decay = cfg.param_scheduler[-1]
+    train = {t.type: t for t in cfg.train_dataloader.dataset.pipeline}
+    test = {t.type: t for t in cfg.test_dataloader.dataset.pipeline}
+    if dataset == 'cityscapes':
+        # Paper: 80k iterations, 512x1024 training, whole 1024x2048 test.
+        # mmseg's stock UperNet Cityscapes 80k for the rest (presumed).
+        assert cfg.model.decode_head.num_classes == 19
+        assert cfg.train_cfg.max_iters == 80000
+        assert cfg.model.data_preprocessor.size == (512, 1024)
+        assert train['RandomCrop'].crop_size == (512, 1024)
+        assert test['Resize'].scale == (2048, 1024)
+        assert cfg.model.test_cfg.mode == 'whole'
+        assert (optimizer.type, optimizer.lr, optimizer.momentum,
+                optimizer.weight_decay) == ('SGD', 0.01, 0.9, 5e-4)
+        assert (decay.type, decay.power, decay.eta_min, decay.end) == \
+            ('PolyLR', 0.9, 1e-4, 80000)
+        assert cfg.train_dataloader.batch_size == 2
+        assert cfg.data_root == 'data/cityscapes/'
+        assert cfg.train_dataloader.dataset.type == 'CityscapesDataset'
+        assert len(use_tta(cfg)) == 6  # mmseg's Cityscapes --tta: 0.5..1.75
+    else:  # the Hire-MLP UperNet recipe, exactly
+        hire = Config.fromfile(ROOT / 'configs/segmentation/'
+                               'upernet_hire_small_160k_ade20k.py')
+        for key in ('optim_wrapper', 'param_scheduler', 'train_cfg',
+                    'train_dataloader', 'test_dataloader', 'tta_pipeline'):
+            assert cfg[key] == hire[key], key
+        assert cfg.model.decode_head.num_classes == 150
+
+
 def test_two_process_dist_train_on_cpu(small_ade):
     result = run_tool(
         ['tools/dist_train.sh', str(DEMO), '2', '--cfg-options',
@@ -202,14 +260,42 @@ def test_convmlp_deploy_form_tests_as_the_trained_network(small_ade):
     assert scores and re.findall(r'mIoU: ([\d.]+)', deployed.stdout) == scores
 
 
-def test_missing_ade20k_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize('config,says', [
+    ('fpn_hire_small_40k_ade20k', ('data/ade/ADEChallengeData2016 does not '
+                                   'exist', 'tools/demo.py segmentation')),
+    ('upernet_repmlp_d256_80k_cityscapes', (
+        'data/cityscapes/ does not exist',
+        'dataset_converters/cityscapes.py'))])
+def test_missing_dataset_is_a_clear_error(tmp_path, config, says):
     result = run_tool(
-        ['tools/train.py',
-         str(ROOT / 'configs/segmentation/fpn_hire_small_40k_ade20k.py')],
+        ['tools/train.py', str(ROOT / f'configs/segmentation/{config}.py')],
         cwd=tmp_path, check=False)
     assert result.returncode == 1 and 'Traceback' not in result.stderr
-    assert 'data/ade/ADEChallengeData2016 does not exist' \
-        in result.stderr and 'tools/demo.py segmentation' in result.stderr
+    assert all(s in result.stderr for s in says), result.stderr[-1000:]
+
+
+def test_cityscapes_config_trains_and_evaluates_on_generated_data(tmp_path):
+    from mmhire.datasets.synthetic import make_cityscapes_shapes
+    make_cityscapes_shapes(tmp_path / 'data/synthetic_cityscapes',
+                           num_train=8, num_val=4)
+    demo = str(ROOT / 'configs/segmentation/demo/'
+               'upernet_repmlp_t256_synthetic_cityscapes.py')
+    trained = run_tool(['tools/train.py', demo, '--work-dir', 'work_dirs/cs',
+                        '--cfg-options', 'train_cfg.max_iters=4',
+                        'train_cfg.val_interval=4',
+                        'default_hooks.checkpoint.interval=4',
+                        'default_hooks.logger.interval=1'], cwd=tmp_path)
+    assert 'Iter(train) [4/4]' in trained.stdout
+    scores = re.findall(r'mIoU: ([\d.]+)', trained.stdout)
+    assert scores  # and a Cityscapes class that the data holds was scored:
+    assert re.search(r'\|\s+vegetation\s+\|\s+[\d.]+', trained.stdout)
+    test = ['tools/test.py', demo, 'work_dirs/cs/iter_4.pth']
+    deployed = run_tool([*test, '--deploy'], cwd=tmp_path)
+    assert '1 backbone(s) switched to the deploy form' in deployed.stdout
+    assert re.findall(r'mIoU: ([\d.]+)', deployed.stdout) == scores
+    multi = run_tool([*test, '--tta'], cwd=tmp_path)
+    assert 'multi-scale test at 3 scales' in multi.stdout
+    assert re.search(r'mIoU: [\d.]+', multi.stdout)
 
 
 def test_a_stock_mmseg_config_with_hire_mlp_trains(small_ade):

@@ -148,3 +148,43 @@ def make_ade_shapes(root, num_train=200, num_val=40, size=128, seed=0):
             cv2.imwrite(str(root / 'annotations' / split / f'{name}.png'),
                         labels.astype(np.uint8))
     return root
+
+
+# Cityscapes train ids given to the generated regions and shapes.
+CITYSCAPES_IDS = (0, 8, 11, 13, 18)  # road, vegetation, person, car, bicycle
+
+
+def make_cityscapes_shapes(root, num_train=16, num_val=4, size=(128, 256),
+                           seed=0):
+    """Write a Cityscapes-format dataset under ``root`` as mmseg reads it
+    after ``tools/dataset_converters/cityscapes.py``: ``leftImg8bit/{split}/
+    {city}/{name}_leftImg8bit.png`` and ``gtFine/{split}/{city}/
+    {name}_gtFine_labelTrainIds.png``, with the generated regions and shapes
+    as the Cityscapes classes ``CITYSCAPES_IDS`` (255 is ignored)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    height, width = size
+    for split, count, city in (('train', num_train, 'aachen'),
+                               ('val', num_val, 'frankfurt')):
+        images = root / 'leftImg8bit' / split / city
+        labels = root / 'gtFine' / split / city
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            # Two square scenes side by side make one 1:2 frame.
+            halves = []
+            for _ in range(width // height):
+                ground, regions = _ground(rng, height)
+                objects = _layout(rng, height, int(rng.integers(1, 4)),
+                                  height / 10, height / 5)
+                image, shapes = _render(rng, height, objects, ground)
+                halves.append((image, np.where(shapes > 0, shapes + 2,
+                                               regions)))
+            image = np.concatenate([h[0] for h in halves], axis=1)
+            label = np.concatenate([h[1] for h in halves], axis=1)
+            train_ids = np.array((255, ) + CITYSCAPES_IDS, np.uint8)[label]
+            name = f'{city}_{index:06d}_000019'
+            _save_rgb(images / f'{name}_leftImg8bit.png', image)
+            cv2.imwrite(str(labels / f'{name}_gtFine_labelTrainIds.png'),
+                        train_ids)
+    return root

@@ -2,9 +2,9 @@ import importlib
 import importlib.util
 
 from .backbones import (BACKBONES, ConvMLP, DenseBackbone, HireMLP,
-                        switch_to_deploy)
+                        RepMLPNet, switch_to_deploy)
 
-__all__ = ['BACKBONES', 'ConvMLP', 'DenseBackbone', 'HireMLP',
+__all__ = ['BACKBONES', 'ConvMLP', 'DenseBackbone', 'HireMLP', 'RepMLPNet',
            'switch_to_deploy']
 
 

@@ -62,7 +62,8 @@ class DenseBackbone(BaseModule):
     ``arch_zoo`` and ``arch_keys``, build their layers, and implement
     ``map_channels``, ``frozen_modules``, ``switch_to_deploy`` and
     ``init_from_scratch``; for checkpoints, ``from_released`` and
-    ``arch_of`` (see ``mmhire.checkpoint``)."""
+    ``arch_of`` (see ``mmhire.checkpoint``), and ``fit_state_dict`` where
+    an option changes a tensor's form."""
 
     paper_name = None
     arch_zoo = {}
@@ -226,6 +227,12 @@ class DenseBackbone(BaseModule):
 
     def init_from_scratch(self):
         raise NotImplementedError
+
+    def fit_state_dict(self, state_dict):
+        """A checkpoint's state dict (in this backbone's names) made to fit
+        this instance, for options that change a tensor's form; raise
+        ``CheckpointError`` for a file that must not load into it."""
+        return state_dict
 
 
 def switch_to_deploy(model):

@@ -1,0 +1,10 @@
+# UperNet, RepMLPNet-T256 with 3x3 stride-2 embeddings, 80k iterations,
+# Cityscapes 512x1024 crops (4 GPUs x 2).
+_base_ = './_base_/upernet_repmlp_80k_cityscapes.py'
+
+pretrained = 'checkpoints/repmlpnet_t256_train.pth'
+model = dict(
+    backbone=dict(arch='T256', embed_kernel=3,
+                  init_cfg=dict(checkpoint=pretrained)),
+    decode_head=dict(in_channels=[64, 128, 256, 512]),
+    auxiliary_head=dict(in_channels=256))

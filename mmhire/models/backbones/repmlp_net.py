@@ -1,0 +1,457 @@
+"""RepMLPNet (Ding et al., "RepMLPNet: Hierarchical Vision MLP with
+Re-parameterized Locality", CVPR 2022) as a four-level backbone for dense
+tasks.
+
+The network is the one behind the authors' released ImageNet checkpoints
+(see ``REPMLPNET_ARCHITECTURE.md``), under the same parameter names, so
+their files load as they are. Two things differ from their code, both only
+where a map holds more than one FC patch (every detection and segmentation
+size):
+
+* the FC outputs go back where they came from. The authors' block restores
+  its rows in a different order than it built them, which scrambles
+  channels and patches whenever a map has several patches;
+* a map that is not a multiple of the patch is zero-padded at the bottom and
+  right inside each block and cropped back after it (the Global Perceptron
+  averages the unpadded map), so any input size works and the deploy form
+  stays equal to the training form.
+"""
+import re
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+
+from mmhire.errors import ArchError, CheckpointError
+from mmhire.models.fuse import bn_affine
+from .base import DenseBackbone
+
+LOCAL_KERNELS = (1, 3)  # the Local Perceptron's branches, as released
+EMBED_KERNELS = (2, 3, 5)
+
+
+class ConvNorm(nn.Sequential):
+    """conv (no bias), norm; with ``act``, a ReLU after them. The names
+    ``conv``/``bn``/``relu`` are the released ones."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride,
+                 padding, norm_cfg, groups=1, act=False):
+        layers = OrderedDict(
+            conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                           padding, groups=groups, bias=False),
+            bn=build_norm_layer(norm_cfg, out_channels)[1])
+        if act:
+            layers['relu'] = nn.ReLU(inplace=True)
+        super().__init__(layers)
+
+
+class GlobalPerceptron(nn.Module):
+    """A per-channel gate from the map's global mean: 1x1 conv to C/4, ReLU,
+    1x1 conv back, sigmoid. It scales the block's output."""
+
+    def __init__(self, channels, reduction=4):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, channels // reduction, 1)
+        self.fc2 = nn.Conv2d(channels // reduction, channels, 1)
+
+    def forward(self, x):
+        x = x.mean((2, 3))
+        x = F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias).relu()
+        x = F.linear(x, self.fc2.weight.flatten(1), self.fc2.bias)
+        return x.sigmoid()[:, :, None, None]
+
+
+class RepMLPBlock(nn.Module):
+    """The block's token mixing on (N, C, H, W): each ``patch`` x ``patch``
+    patch of each group of ``sharesets`` consecutive channels goes through
+    a set-sharing FC (``fc3``, one matrix per share-set, channel ``c`` in
+    set ``c % sharesets``) and, in the training form, per-patch depthwise
+    1x1 and 3x3 convolutions (the Local Perceptron), each followed by a
+    BatchNorm; the sum is gated by the Global Perceptron. The deploy form
+    holds all of it in ``fc3`` (with a bias)."""
+
+    def __init__(self, channels, patch, sharesets, norm_cfg, deploy=False):
+        super().__init__()
+        self.channels, self.patch, self.sharesets = channels, patch, sharesets
+        area = patch * patch
+        self.gp = GlobalPerceptron(channels)
+        self.fc3 = nn.Conv2d(sharesets * area, sharesets * area, 1,
+                             groups=sharesets, bias=deploy)
+        if deploy:
+            self.fc3_bn = nn.Identity()
+        else:
+            self.fc3_bn = build_norm_layer(norm_cfg, sharesets)[1]
+            for k in LOCAL_KERNELS:
+                self.add_module(f'repconv{k}', ConvNorm(
+                    sharesets, sharesets, k, 1, k // 2, norm_cfg,
+                    groups=sharesets))
+
+    @property
+    def local_branches(self):
+        return [getattr(self, f'repconv{k}') for k in LOCAL_KERNELS
+                if hasattr(self, f'repconv{k}')]
+
+    def forward(self, x):
+        gate = self.gp(x)
+        n, c, height, width = x.shape
+        p, s = self.patch, self.sharesets
+        pad_h, pad_w = -height % p, -width % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        hp, wp = (height + pad_h) // p, (width + pad_w) // p
+        # One row per (sample, patch, channel group): its s share-sets' p*p
+        # patch values.
+        rows = (x.reshape(n, c // s, s, hp, p, wp, p)
+                .permute(0, 3, 5, 1, 2, 4, 6).reshape(-1, s, p, p))
+        out = self.fc3_bn(self.channel_fc(rows))
+        for branch in self.local_branches:
+            out = out + branch(rows)
+        # The exact inverse of the partition above.
+        out = (out.reshape(n, hp, wp, c // s, s, p, p)
+               .permute(0, 3, 4, 1, 5, 2, 6)
+               .reshape(n, c, hp * p, wp * p))
+        if pad_h or pad_w:
+            out = out[:, :, :height, :width]
+        return out * gate
+
+    def channel_fc(self, rows):
+        """``fc3`` on (R, S, p, p) rows, as S batched matrix products (the
+        grouped 1x1 convolution of the released code, without its slow
+        path)."""
+        r, s = rows.shape[:2]
+        area = self.patch * self.patch
+        weight = self.fc3.weight.view(s, area, area)
+        out = torch.bmm(rows.reshape(r, s, area).transpose(0, 1),
+                        weight.transpose(1, 2))
+        if self.fc3.bias is not None:
+            out = out + self.fc3.bias.view(s, 1, area)
+        return out.transpose(0, 1).reshape(r, s, self.patch, self.patch)
+
+    @torch.no_grad()
+    def local_inject(self):
+        """Locality Injection: fold ``fc3_bn`` into ``fc3``, fold each
+        local branch's BatchNorm into its kernel, merge the kernels into one
+        3x3 and write it into ``fc3`` as the matrix it applies to a
+        zero-bordered patch (its response to each one-hot patch)."""
+        s, p = self.sharesets, self.patch
+        area = p * p
+        weight = self.fc3.weight
+        scale, shift = bn_affine(self.fc3_bn)
+        fc = weight.view(s, area, area) * scale.view(s, 1, 1)
+        bias = shift.repeat_interleave(area)
+        size = max(LOCAL_KERNELS)
+        kernel = weight.new_zeros(s, 1, size, size)
+        for branch in self.local_branches:
+            k = branch.conv.kernel_size[0]
+            scale, shift = bn_affine(branch.bn)
+            start = (size - k) // 2
+            kernel[:, :, start:start + k, start:start + k] += \
+                branch.conv.weight * scale.view(s, 1, 1, 1)
+            bias = bias + shift.repeat_interleave(area)
+        identity = torch.eye(area, dtype=weight.dtype, device=weight.device)
+        identity = identity.repeat(1, s).view(area, s, p, p)
+        local = F.conv2d(identity, kernel, padding=size // 2, groups=s)
+        fc = fc.view(s * area, area) + local.view(area, s * area).t()
+        self.fc3.weight.copy_(fc.view_as(weight))
+        self.fc3.bias = nn.Parameter(bias)
+        self.fc3_bn = nn.Identity()
+        for k in LOCAL_KERNELS:
+            if hasattr(self, f'repconv{k}'):
+                delattr(self, f'repconv{k}')
+
+
+class FFNBlock(nn.Module):
+    """1x1 conv-BN to 4C, GELU, 1x1 conv-BN back."""
+
+    def __init__(self, channels, norm_cfg, ratio=4):
+        super().__init__()
+        hidden = channels * ratio
+        self.ffn_fc1 = ConvNorm(channels, hidden, 1, 1, 0, norm_cfg)
+        self.act = nn.GELU()
+        self.ffn_fc2 = ConvNorm(hidden, channels, 1, 1, 0, norm_cfg)
+
+    def forward(self, x):
+        return self.ffn_fc2(self.act(self.ffn_fc1(x)))
+
+
+class RepMLPUnit(nn.Module):
+    """``x + block(bn(x))``, then ``x + ffn(bn(x))``: pre-norm residuals
+    (with optional drop path, which the released network does not use)."""
+
+    def __init__(self, channels, patch, sharesets, drop_path, norm_cfg,
+                 deploy):
+        super().__init__()
+        self.prebn1 = build_norm_layer(norm_cfg, channels)[1]
+        self.repmlp_block = RepMLPBlock(channels, patch, sharesets, norm_cfg,
+                                        deploy)
+        self.prebn2 = build_norm_layer(norm_cfg, channels)[1]
+        self.ffn_block = FFNBlock(channels, norm_cfg)
+        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
+
+    def forward(self, x):
+        x = x + self.drop_path(self.repmlp_block(self.prebn1(x)))
+        return x + self.drop_path(self.ffn_block(self.prebn2(x)))
+
+
+def _embedding(in_channels, out_channels, kernel_size, norm_cfg):
+    """The stride-2 embedding between stages: the released 2x2 one, or the
+    3x3/5x5 one of the paper's Cityscapes experiments (padding k // 2)."""
+    return ConvNorm(in_channels, out_channels, kernel_size, 2,
+                    kernel_size // 2 if kernel_size > 2 else 0, norm_cfg,
+                    act=True)
+
+
+class RepMLPNet(DenseBackbone):
+    """RepMLPNet backbone emitting the four stage maps, taken before each
+    embedding, at strides 4, 8, 16 and 32.
+
+    Args:
+        arch (str | dict): ``'T224'``, ``'T256'``, ``'B224'``, ``'B256'``,
+            ``'D256'`` or ``'L256'`` (any case), or a dict with the keys
+            ``depths``, ``channels``, ``patch_sizes`` (the FC patch side of
+            each stage) and ``sharesets``, one value per stage.
+        in_channels (int): Input image channels. Defaults to 3.
+        out_indices (Sequence[int]): Stages (0..3) whose maps are returned.
+        drop_path_rate (float): Stochastic depth rate of the last unit,
+            rising linearly from 0 over all units. The authors use none
+            (0, the default).
+        embed_kernel (int): Kernel of the stride-2 embeddings: 2 (released)
+            or 3 / 5 (the paper's Cityscapes remedy for patch borders).
+            Released 2x2 weights load into the middle of a 3x3 or 5x5 kernel
+            so that the network computes the same as before (at even map
+            sizes) until it is fine-tuned.
+        norm_cfg (dict): Every norm layer, e.g. ``dict(type='SyncBN')``.
+        out_norm (bool): Add a freshly initialised norm to each output. Off
+            by default: the released network's stage maps carry none.
+        deploy (bool): Build the deploy form (Locality Injection done), into
+            which the authors' converted files load.
+        frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and
+            stages 1..k with the embeddings before them.
+        norm_eval (bool): Keep every norm layer in eval mode while training.
+        with_cp (bool): Gradient checkpointing per unit.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``
+            loads the authors' training-form files (into ``deploy=False``) or
+            converted files (into ``deploy=True``), mmpretrain's files, or an
+            mmhire/mmdet/mmseg checkpoint.
+    """
+
+    paper_name = 'RepMLPNet'
+    arch_keys = ('depths', 'channels', 'patch_sizes', 'sharesets')
+    arch_zoo = {
+        't224': dict(depths=(2, 2, 6, 2), channels=(64, 128, 256, 512),
+                     patch_sizes=(56, 28, 14, 7), sharesets=(1, 4, 16, 128)),
+        't256': dict(depths=(2, 2, 6, 2), channels=(64, 128, 256, 512),
+                     patch_sizes=(64, 32, 16, 8), sharesets=(1, 4, 16, 128)),
+        'b224': dict(depths=(2, 2, 12, 2), channels=(96, 192, 384, 768),
+                     patch_sizes=(56, 28, 14, 7), sharesets=(1, 4, 32, 128)),
+        'b256': dict(depths=(2, 2, 12, 2), channels=(96, 192, 384, 768),
+                     patch_sizes=(64, 32, 16, 8), sharesets=(1, 4, 32, 128)),
+        'd256': dict(depths=(2, 2, 18, 2), channels=(80, 160, 320, 640),
+                     patch_sizes=(64, 32, 16, 8), sharesets=(1, 4, 16, 128)),
+        'l256': dict(depths=(2, 2, 18, 2), channels=(96, 192, 384, 768),
+                     patch_sizes=(64, 32, 16, 8), sharesets=(1, 4, 32, 256)),
+    }
+
+    def __init__(self,
+                 arch='T256',
+                 in_channels=3,
+                 out_indices=(0, 1, 2, 3),
+                 drop_path_rate=0.,
+                 embed_kernel=2,
+                 norm_cfg=dict(type='BN', requires_grad=True),
+                 out_norm=False,
+                 deploy=False,
+                 frozen_stages=-1,
+                 norm_eval=False,
+                 with_cp=False,
+                 init_cfg=None):
+        super().__init__(arch, in_channels, out_indices, frozen_stages,
+                         norm_eval, with_cp, init_cfg)
+        if embed_kernel not in EMBED_KERNELS:
+            raise ArchError(f'RepMLPNet: embed_kernel must be one of '
+                            f'{EMBED_KERNELS}, got {embed_kernel!r}.')
+        self.embed_kernel = embed_kernel
+        channels, depths = self.arch['channels'], self.arch['depths']
+        self.conv_embedding = ConvNorm(in_channels, channels[0], 4, 4, 0,
+                                       norm_cfg, act=True)
+        rates = iter(torch.linspace(0, drop_path_rate, sum(depths)).tolist())
+        self.stages = nn.ModuleList(
+            nn.Sequential(*(
+                RepMLPUnit(channels[i], self.arch['patch_sizes'][i],
+                           self.arch['sharesets'][i], next(rates), norm_cfg,
+                           deploy)
+                for _ in range(depth)))
+            for i, depth in enumerate(depths))
+        self.embeds = nn.ModuleList(
+            _embedding(channels[i], channels[i + 1], embed_kernel, norm_cfg)
+            for i in range(self.num_outs - 1))
+        if out_norm:
+            self.add_out_norms(norm_cfg)
+        self.deploy = deploy
+        self.min_input_size = self._min_input_size()
+        self._freeze_stages()
+
+    @property
+    def map_channels(self):
+        return self.arch['channels']
+
+    @classmethod
+    def check_arch(cls, arch):
+        for key in cls.arch_keys:
+            value = arch[key]
+            if not (isinstance(value, tuple) and len(value) == cls.num_outs
+                    and all(isinstance(v, int) and v >= 1 for v in value)):
+                raise ArchError(f'RepMLPNet: arch[{key!r}] must be '
+                                f'{cls.num_outs} ints >= 1, got {value!r}.')
+        for c, s in zip(arch['channels'], arch['sharesets']):
+            if c % s or c < 4:
+                raise ArchError(
+                    'RepMLPNet: each stage\'s channels must be at least 4 '
+                    '(the Global Perceptron uses C // 4) and a multiple of '
+                    f'its sharesets; got channels {arch["channels"]}, '
+                    f'sharesets {arch["sharesets"]}.')
+
+    def _map_sizes(self, size):
+        sizes = [size // 4]
+        for _ in range(self.num_outs - 1):
+            k = self.embed_kernel
+            pad = k // 2 if k > 2 else 0
+            sizes.append((sizes[-1] + 2 * pad - k) // 2 + 1)
+        return sizes
+
+    def _min_input_size(self):
+        return next(s for s in range(4, 1024) if min(self._map_sizes(s)) > 0)
+
+    def forward(self, x):
+        self.check_input(x, self.min_input_size)
+        x = self.conv_embedding(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = self.run_blocks(stage, x)
+            if i in self.out_indices:
+                outs.append(self.output(i, x))
+            if i < len(self.embeds):
+                x = self.embeds[i](x)
+        return tuple(outs)
+
+    def frozen_modules(self):
+        if self.frozen_stages < 0:
+            return []
+        modules = [self.conv_embedding]
+        for i in range(self.frozen_stages):
+            if i:
+                modules.append(self.embeds[i - 1])
+            modules.append(self.stages[i])
+            if hasattr(self, f'norm{i}'):
+                modules.append(getattr(self, f'norm{i}'))
+        return modules
+
+    def blocks(self):
+        return [unit.repmlp_block for stage in self.stages for unit in stage]
+
+    def switch_to_deploy(self):
+        """Locality Injection in every block: the Local Perceptron and the
+        FC's BatchNorm become part of ``fc3``, as in the authors' converted
+        files (every other BatchNorm stays). Eval-mode outputs are unchanged;
+        training afterwards is refused."""
+        if self.deploy:
+            return
+        blocks = self.blocks()
+        self.refuse_to_fold([norm for b in blocks for norm in (
+            b.fc3_bn, *(branch.bn for branch in b.local_branches))])
+        for block in blocks:
+            block.local_inject()
+        self.deploy = True
+        self.eval()
+
+    def init_from_scratch(self):
+        """Nothing to do: the authors train from PyTorch's default
+        initialisation, which every layer already has."""
+
+    def fit_state_dict(self, state_dict):
+        """Refuse a file of the other form; place released 2x2 embedding
+        kernels inside this backbone's 3x3 or 5x5 ones."""
+        file_deploy = any(re.fullmatch(r'stages\.\d+\.\d+\.repmlp_block\.'
+                                       r'fc3\.bias', k) for k in state_dict)
+        file_train = any('.repmlp_block.fc3_bn.' in k for k in state_dict)
+        if (file_deploy and not self.deploy) or (file_train and self.deploy):
+            form = 'deploy' if file_deploy else 'training'
+            fix = ('set deploy=True to load it' if file_deploy else
+                   'load it into deploy=False and call switch_to_deploy() '
+                   '(test.py --deploy does)')
+            raise CheckpointError(
+                f'the file holds the {form} form of RepMLPNet (Locality '
+                f'Injection {"done" if file_deploy else "not done"}), the '
+                f'backbone is the other form; {fix}.')
+        state_dict = dict(state_dict)
+        k = self.embed_kernel
+        for key, value in state_dict.items():
+            if (re.fullmatch(r'embeds\.\d\.conv\.weight', key)
+                    and value.shape[2:] == (2, 2) and k > 2):
+                # out[i] = sum_a w[a] x[2i + a], a in 0..1, is the k x k
+                # kernel (padding k//2) with w at rows/columns k//2..k//2+1.
+                kernel = value.new_zeros(*value.shape[:2], k, k)
+                kernel[:, :, k // 2:k // 2 + 2, k // 2:k // 2 + 2] = value
+                state_dict[key] = kernel
+        return state_dict
+
+    # The authors' files use the module names above; mmpretrain's converted
+    # ones are renamed.
+
+    @classmethod
+    def from_released(cls, state_dict):
+        if any(k.startswith('patch_embed.projection.') for k in state_dict):
+            state_dict = {_mmpretrain_to_official(k): v
+                          for k, v in state_dict.items()}
+        elif not any(k.startswith('conv_embedding.') for k in state_dict):
+            return None
+        classifier = [k for k in state_dict
+                      if k.startswith(('head.', 'head_norm.'))]
+        return ({k: v for k, v in state_dict.items() if k not in classifier},
+                classifier)
+
+    @classmethod
+    def arch_of(cls, state_dict):
+        """The arch of the RepMLPNet whose tensors these are; empty for
+        anything else."""
+        depths, channels = [0] * 4, [0] * 4
+        patches, sharesets = [0] * 4, [0] * 4
+        for key, value in state_dict.items():
+            m = re.fullmatch(r'stages\.(\d)\.(\d+)\.repmlp_block\.fc3\.weight',
+                             key)
+            if not m:
+                continue
+            stage = int(m[1])
+            depths[stage] = max(depths[stage], int(m[2]) + 1)
+            area = value.shape[1]
+            patches[stage] = round(area ** 0.5)
+            sharesets[stage] = value.shape[0] // area
+            channels[stage] = state_dict[
+                key.replace('repmlp_block.fc3.weight', 'prebn1.weight')
+            ].shape[0]
+        if not any(depths):
+            return {}
+        return dict(depths=tuple(depths), channels=tuple(channels),
+                    patch_sizes=tuple(patches), sharesets=tuple(sharesets))
+
+
+_MMPRETRAIN_RENAMES = (
+    (r'patch_embed\.projection\.', 'conv_embedding.conv.'),
+    (r'patch_embed\.norm\.', 'conv_embedding.bn.'),
+    (r'downsample_layers\.', 'embeds.'),
+    (r'(stages\.\d+\.\d+\.)norm1\.', r'\1prebn1.'),
+    (r'(stages\.\d+\.\d+\.)norm2\.', r'\1prebn2.'),
+    (r'(\.gp\.)conv(\d)\.conv\.', r'\1fc\2.'),
+    (r'final_norm\.', 'head_norm.'),
+)
+
+
+def _mmpretrain_to_official(key):
+    """The authors' name of an mmpretrain RepMLPNet key (``backbone.``
+    already removed)."""
+    for pattern, replacement in _MMPRETRAIN_RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
