@@ -201,7 +201,7 @@ def _unwrap(checkpoint, use_ema):
     if any(k.startswith('backbone.') for k in state_dict):
         state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items()
                       if k.startswith('backbone.')}
-        kind += ' of a detector/segmentor'
+        kind += ', its backbone.* keys'
     return state_dict, kind
 
 

@@ -45,8 +45,8 @@ DATA_HINTS = {
         'Get leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from '
         'https://www.cityscapes-dataset.com, unpack both into '
         'data/cityscapes/ and make the *_gtFine_labelTrainIds.png label '
-        'files with mmseg\'s tools/dataset_converters/cityscapes.py '
-        'data/cityscapes --nproc 8 (see the README).'),
+        "files with mmseg's tools/dataset_converters/cityscapes.py "
+        '(the README has the command).'),
 }
 
 

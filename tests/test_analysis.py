@@ -15,7 +15,12 @@ def test_get_flops_of_an_arch_and_of_configs(tmp_path):
                         'ConvMLP'], cwd=tmp_path)
     assert "ConvMLP 'large' backbone: 41.958M parameters, 9.90" \
         in convmlp.stdout
+    repmlp = run_tool(['tools/analysis/get_flops.py', 'T224', '--backbone',
+                       'RepMLPNet', '--deploy'], cwd=tmp_path)
+    assert "RepMLPNet 'T224' backbone: 37.818M parameters, 2.81" \
+        in repmlp.stdout
     for config in ('detection/mask_rcnn_hire_tiny_1x.py',
+                   'segmentation/upernet_repmlp_t256_80k_cityscapes.py',
                    'segmentation/upernet_hire_tiny_160k_ade20k.py',
                    'detection/retinanet_convmlp_small_1x.py'):
         result = run_tool(['tools/analysis/get_flops.py',
@@ -47,3 +52,6 @@ def test_benchmark_measures_a_model_in_a_fresh_process(tmp_path):
     convmlp = measure('convmlp', 'small', 'ConvMLP-Small reference',
                       'latency')
     assert len(convmlp['times']) == 2
+    repmlp = measure('repmlp', 'T224', 'RepMLPNet-T224 reference deploy',
+                     'latency')  # the authors' converted form, at 448x896
+    assert len(repmlp['times']) == 2

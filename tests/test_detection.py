@@ -244,7 +244,8 @@ def test_clear_errors_without_stack_traces(small_coco, tmp_path):
 
 @pytest.mark.parametrize('backbone,arch,channels', [
     ('HireMLP', 'tiny', [64, 128, 320, 512]),
-    ('ConvMLP', 'small', [64, 128, 256, 512])])
+    ('ConvMLP', 'small', [64, 128, 256, 512]),
+    ('RepMLPNet', 'T224', [64, 128, 256, 512])])
 def test_a_stock_mmdet_config_with_our_backbone_trains(small_coco, backbone,
                                                        arch, channels):
     # mmdet's Faster R-CNN as it ships, backbone swapped; only the data (the

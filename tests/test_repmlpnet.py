@@ -15,7 +15,7 @@ from reference_repmlpnet import ReferenceRepMLPNet
 from reference_repmlpnet import RepMLPBlock as ReferenceBlock
 
 from mmhire.checkpoint import CheckpointError
-from mmhire.errors import ArchError, DeployError, InputError
+from mmhire.errors import ArchError, InputError
 from mmhire.models import ConvMLP, RepMLPNet, switch_to_deploy
 from mmhire.models.backbones.repmlp_net import RepMLPBlock
 
@@ -165,8 +165,10 @@ def test_deploy_form_equals_training_form_at_any_size(size):
     built.load_state_dict(deployed.state_dict())
     for a, b in zip(maps(built, x), trained):
         assert relative_error(a, b) < 1e-5
-    with pytest.raises(DeployError, match='cannot be trained'):
-        deployed.train()
+    # Unlike the other backbones' deploy forms, this one still trains (the
+    # authors fine-tune converted models too).
+    sum(o.mean() for o in deployed.train()(x)).backward()
+    assert block.fc3.bias.grad is not None
 
 
 def test_pyramid_at_odd_sizes():
@@ -191,6 +193,12 @@ def test_larger_embeddings_compute_the_released_2x2_ones(tmp_path, kernel):
     with pytest.raises(ArchError, match=r'embed_kernel must be one of '
                        r'\(2, 3, 5\), got 4'):
         RepMLPNet(TINY, embed_kernel=4)
+    torch.save(model.state_dict(), tmp_path / 'fine_tuned.pth')
+    other = 8 - kernel  # 5 for 3, 3 for 5
+    with pytest.raises(CheckpointError, match=(
+            f'embeddings are {kernel}x{kernel} .*this backbone\'s '
+            f'{other}x{other}; set embed_kernel={kernel}')):
+        pretrained(tmp_path / 'fine_tuned.pth', embed_kernel=other)
 
 
 # Checkpoints.

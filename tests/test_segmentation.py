@@ -334,6 +334,8 @@ default_hooks = dict(logger=dict(interval=1))
 @pytest.mark.parametrize('backbone,name', [
     ('hire', 'fpn_hire_tiny_synthetic'),
     pytest.param('convmlp', 'fpn_convmlp_small_synthetic',
+                 marks=pytest.mark.heavy),
+    pytest.param('repmlp', 'upernet_repmlp_t256_synthetic_cityscapes',
                  marks=pytest.mark.heavy)])
 def test_demo_learns_the_generated_regions(tmp_path, backbone, name):
     result = run_tool(['tools/demo.py', 'segmentation', '--backbone',

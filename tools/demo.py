@@ -5,6 +5,8 @@ train on it on the CPU, evaluate with the real evaluator and save a picture.
     python tools/demo.py segmentation   # Semantic FPN + Hire-MLP-Tiny, mIoU
                                         # single- and multi-scale
     python tools/demo.py detection --backbone convmlp   # ... with ConvMLP-S
+    python tools/demo.py segmentation --backbone repmlp # UperNet +
+                                        # RepMLPNet-T256, Cityscapes layout
 
 Results go to work_dirs/<demo config>/ (metrics.json, the picture, the log
 and the checkpoint).
@@ -18,26 +20,31 @@ import mmcv
 import numpy as np
 import torch
 
-from mmhire.datasets.synthetic import make_ade_shapes, make_coco_shapes
+from mmhire.datasets.synthetic import (make_ade_shapes, make_cityscapes_shapes,
+                                       make_coco_shapes)
 from mmhire.engine import build_runner, load_config, tool_session, use_tta
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
-DEMOS = {
+DEMOS = {  # backbone -> (config, maker of its data)
     'detection': dict(
         configs=dict(
-            hire=CONFIGS / 'detection/demo/mask_rcnn_hire_tiny_synthetic.py',
-            convmlp=CONFIGS / 'detection/demo/'
-            'mask_rcnn_convmlp_small_synthetic.py'),
-        make_data=make_coco_shapes,
+            hire=(CONFIGS / 'detection/demo/mask_rcnn_hire_tiny_synthetic.py',
+                  make_coco_shapes),
+            convmlp=(CONFIGS / 'detection/demo/'
+                     'mask_rcnn_convmlp_small_synthetic.py',
+                     make_coco_shapes)),
         metrics=('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP',
                  'coco/segm_mAP_50')),
     'segmentation': dict(
         configs=dict(
-            hire=CONFIGS / 'segmentation/demo/fpn_hire_tiny_synthetic.py',
-            convmlp=CONFIGS / 'segmentation/demo/'
-            'fpn_convmlp_small_synthetic.py'),
-        make_data=make_ade_shapes, metrics=('mIoU', 'aAcc'),
-        multi_scale=True),
+            hire=(CONFIGS / 'segmentation/demo/fpn_hire_tiny_synthetic.py',
+                  make_ade_shapes),
+            convmlp=(CONFIGS / 'segmentation/demo/'
+                     'fpn_convmlp_small_synthetic.py', make_ade_shapes),
+            repmlp=(CONFIGS / 'segmentation/demo/'
+                    'upernet_repmlp_t256_synthetic_cityscapes.py',
+                    make_cityscapes_shapes)),
+        metrics=('mIoU', 'aAcc'), multi_scale=True),
 }
 
 
@@ -134,18 +141,22 @@ def save_pictures(task, model, runner, cfg):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(DEMOS))
-    parser.add_argument('--backbone', choices=['hire', 'convmlp'],
-                        default='hire', help='Hire-MLP-Tiny (default) or '
-                        'ConvMLP-S')
+    parser.add_argument('--backbone', choices=['hire', 'convmlp', 'repmlp'],
+                        default='hire', help='Hire-MLP-Tiny (default), '
+                        'ConvMLP-S or (segmentation) RepMLPNet-T256')
     parser.add_argument('--work-dir', help='defaults to work_dirs/<config>')
     args = parser.parse_args()
     demo = DEMOS[args.task]
-    config = str(demo['configs'][args.backbone])
+    if args.backbone not in demo['configs']:
+        parser.error(f'no {args.task} demo with --backbone {args.backbone}; '
+                     f'choose one of {sorted(demo["configs"])}')
+    config, make_data = demo['configs'][args.backbone]
+    config = str(config)
     with tool_session():
         cfg = load_config(config, work_dir=args.work_dir)
         if not osp.isdir(cfg.data_root):
             print(f'making the built-in {args.task} data in {cfg.data_root}')
-            demo['make_data'](cfg.data_root)
+            make_data(cfg.data_root)
         runner = build_runner(cfg)
         runner.train()  # validates after the last epoch
         metrics = {k: runner.message_hub.get_scalar(f'val/{k}').current()

@@ -154,7 +154,7 @@ def make_ade_shapes(root, num_train=200, num_val=40, size=128, seed=0):
 CITYSCAPES_IDS = (0, 8, 11, 13, 18)  # road, vegetation, person, car, bicycle
 
 
-def make_cityscapes_shapes(root, num_train=16, num_val=4, size=(128, 256),
+def make_cityscapes_shapes(root, num_train=200, num_val=40, size=(128, 256),
                            seed=0):
     """Write a Cityscapes-format dataset under ``root`` as mmseg reads it
     after ``tools/dataset_converters/cityscapes.py``: ``leftImg8bit/{split}/

@@ -1,8 +1,9 @@
-"""Side-by-side speed and memory of Hire-MLP or ConvMLP and their peers,
-backbone only.
+"""Side-by-side speed and memory of Hire-MLP, ConvMLP or RepMLPNet and
+their peers, backbone only.
 
     python tools/analysis/benchmark.py [--arch small] [--rounds 3] [--runs 3]
     python tools/analysis/benchmark.py --network convmlp [--arch small]
+    python tools/analysis/benchmark.py --network repmlp [--arch D256]
 
 Each model is timed in processes of its own, as it runs when deployed: in
 a process shared with other models, glibc's allocator (whose mmap
@@ -13,7 +14,9 @@ spell of the machine over all of them. ``--keep-freed-memory`` runs them
 with glibc keeping freed memory, where no run after the first pays page
 faults for fresh memory: the other end of what an allocator can do.
 
-* latency: batch 1 at 800x1216, eval mode, no grad;
+* latency: batch 1 at 800x1216 (RepMLPNet: 512x1024, the Cityscapes crop,
+  on the *256 variants, 448x896 on the *224 ones: the reference pads
+  nothing), eval mode, no grad;
 * training step: batch 2 at 512x512, train mode, forward and backward;
   its peak memory is how far the first step raises the resident set above
   what the model and its input hold (Linux only; a later step can reuse
@@ -23,11 +26,12 @@ faults for fresh memory: the other end of what an allocator can do.
   (the FLOPs of its matmuls and convolutions, as torch's FlopCounterMode
   counts them, over its latency).
 
-Models: mmhire's Hire-MLP or ConvMLP (training form, the same with gradient
+Models: mmhire's backbone (training form, the same with gradient
 checkpointing for the training step, and deploy form), the
 straightforward reference in the authors' layout
-(benchmarks/reference_{hire_mlp,convmlp}.py), and mmdet's ResNet-50, Swin-T
-and PVT-Small. Medians over all rounds; ratios against the reference.
+(benchmarks/reference_*.py; for RepMLPNet also its deploy form, after the
+authors' locality_injection), and mmdet's ResNet-50, Swin-T and PVT-Small.
+Medians over all rounds; ratios against the reference.
 """
 import argparse
 import json
@@ -43,7 +47,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
-LATENCY_SHAPE, TRAIN_SHAPE = (1, 3, 800, 1216), (2, 3, 512, 512)
+TRAIN_SHAPE = (2, 3, 512, 512)
+DEFAULT_ARCHS = dict(hire='small', convmlp='small', repmlp='D256')
+
+
+def latency_shape(network, arch):
+    if network == 'repmlp':
+        side = 2 * int(arch[1:])  # two FC patches high, four wide
+        return (1, 3, side, 2 * side)
+    return (1, 3, 800, 1216)
 
 
 class Features(torch.nn.Module):
@@ -65,20 +77,30 @@ def build_models(network, arch, only=None):
                                         SwinTransformer)
     from reference_convmlp import ReferenceConvMLP
     from reference_hire_mlp import ReferenceHireMLP
+    from reference_repmlpnet import ReferenceRepMLPNet
 
-    from mmhire.models import ConvMLP, HireMLP, switch_to_deploy
+    from mmhire.models import ConvMLP, HireMLP, RepMLPNet, switch_to_deploy
 
-    backbone, reference = dict(hire=(HireMLP, ReferenceHireMLP),
-                               convmlp=(ConvMLP, ReferenceConvMLP))[network]
+    backbone, reference = dict(
+        hire=(HireMLP, ReferenceHireMLP), convmlp=(ConvMLP, ReferenceConvMLP),
+        repmlp=(RepMLPNet, lambda arch: ReferenceRepMLPNet(
+            arch.upper(), restore='corrected')))[network]
 
     def deployed():
         model = backbone(arch, out_norm=False)
         switch_to_deploy(model)
         return model
 
+    def reference_deployed():
+        model = reference(arch).eval()
+        model.locality_injection()
+        return Features(model)
+
     label = f'{backbone.paper_name}-{arch.capitalize()}'
     factories = {
         f'{label} reference': lambda: Features(reference(arch)),
+        **({f'{label} reference deploy': reference_deployed}
+           if network == 'repmlp' else {}),
         f'{label} mmhire': lambda: backbone(arch, out_norm=False),
         f'{label} mmhire with_cp': lambda: backbone(arch, out_norm=False,
                                                     with_cp=True),
@@ -137,7 +159,7 @@ def measure(network, arch, name, task, runs):
     model = build_models(network, arch, only=name)[name]
     if task == 'latency':
         model.eval()
-        step, x = infer, torch.randn(LATENCY_SHAPE)
+        step, x = infer, torch.randn(latency_shape(network, arch))
     else:
         model.train()
         step, x = train_step, torch.randn(TRAIN_SHAPE)
@@ -177,9 +199,10 @@ def in_fresh_process(args, name, task):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--network', choices=['hire', 'convmlp'],
+    parser.add_argument('--network', choices=list(DEFAULT_ARCHS),
                         default='hire')
-    parser.add_argument('--arch', default='small')
+    parser.add_argument('--arch', help='default: small (Hire-MLP, ConvMLP), '
+                        'D256 (RepMLPNet)')
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--runs', type=int, default=3,
                         help='timed runs per model and round')
@@ -191,6 +214,7 @@ def main():
     parser.add_argument('--measure', help=argparse.SUPPRESS)
     parser.add_argument('--task', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.arch = args.arch or DEFAULT_ARCHS[args.network]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.measure:
@@ -200,7 +224,8 @@ def main():
 
     models = build_models(args.network, args.arch)
     peak = matmul_gflops(7)
-    work = {name: flops(model, LATENCY_SHAPE) for name, model in models.items()
+    shape = latency_shape(args.network, args.arch)
+    work = {name: flops(model, shape) for name, model in models.items()
             if 'with_cp' not in name}
     names = list(models)
     tasks = [(name, 'latency') for name in work] + [
@@ -227,7 +252,8 @@ def main():
           f'{peak:.0f} GFLOP/s; glibc allocator {allocator}; each model in '
           f'its own processes, medians of {args.rounds} rounds x {args.runs} '
           f'runs\n')
-    print('| backbone | GFLOPs @800x1216 | latency 1x800x1216 (s) | speed-up '
+    size = f'{shape[2]}x{shape[3]}'
+    print(f'| backbone | GFLOPs @{size} | latency 1x{size} (s) | speed-up '
           'vs reference | matmul rate reached | train step 2x512x512 (s) | '
           'speed-up vs reference | peak memory of the step (MiB) | vs '
           'reference |')

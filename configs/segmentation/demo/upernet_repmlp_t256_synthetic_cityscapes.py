@@ -1,12 +1,11 @@
 # UperNet with RepMLPNet-T256 (3x3 embeddings) on generated Cityscapes-format
-# data (mmhire.datasets.synthetic.make_cityscapes_shapes; the real directory
-# layout and *_gtFine_labelTrainIds.png files, read by CityscapesDataset).
-# It inherits the real config and changes only what must change: the data
-# root and its scale (128x256 frames, used whole), the schedule, BN for
-# SyncBN and no pretrained file (so it trains from scratch).
-#
-#   python -c "from mmhire.datasets.synthetic import make_cityscapes_shapes as m; m('data/synthetic_cityscapes')"
-#   python tools/train.py configs/segmentation/demo/upernet_repmlp_t256_synthetic_cityscapes.py
+# data (mmhire.datasets.synthetic.make_cityscapes_shapes: the real directory
+# layout and *_gtFine_labelTrainIds.png files, read by CityscapesDataset),
+# trainable on two CPU cores in about 12 minutes (tools/demo.py segmentation
+# --backbone repmlp makes the data). It inherits the real config and changes
+# only what must change: the data root and its scale (128x256 frames, used
+# whole), the schedule, BN for SyncBN and no pretrained file (so it trains
+# from scratch).
 _base_ = '../upernet_repmlp_t256_80k_cityscapes.py'
 
 data_root = 'data/synthetic_cityscapes/'

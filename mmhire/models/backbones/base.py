@@ -69,6 +69,7 @@ class DenseBackbone(BaseModule):
     arch_zoo = {}
     arch_keys = ()
     num_outs = 4  # strides 4, 8, 16, 32
+    deploy_trains = False  # whether the deploy form can still be trained
 
     def __init__(self, arch, in_channels, out_indices, frozen_stages,
                  norm_eval, with_cp, init_cfg):
@@ -195,7 +196,7 @@ class DenseBackbone(BaseModule):
                 f"norm_cfg=dict(type='BN') (or SyncBN) to deploy it.")
 
     def train(self, mode=True):
-        if mode and self.deploy:
+        if mode and self.deploy and not self.deploy_trains:
             raise DeployError(
                 f'{self.name()}: this network was switched to its deploy form '
                 '(its BatchNorms are folded away) and cannot be trained; build '
