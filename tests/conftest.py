@@ -36,6 +36,22 @@ def randomize_norms(model):
     return model
 
 
+def check_with_cp_matches(plain, x):
+    """A ``with_cp`` copy of ``plain`` (in train mode) gives the same
+    parameter gradients and updates the BatchNorm statistics once, not
+    twice."""
+    import copy
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.with_cp = True
+    for model in (plain, checkpointed):
+        sum(o.square().mean() for o in model(x)).backward()
+    for (name, a), b in zip(plain.named_parameters(),
+                            checkpointed.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    for a, b in zip(plain.buffers(), checkpointed.buffers()):
+        assert torch.equal(a, b)
+
+
 def run_tool(args, cwd, env=None, check=True, timeout=600):
     """Run a tools/ script as a user would, from ``cwd``."""
     import os

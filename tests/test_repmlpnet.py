@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ROOT, randomize_norms
+from conftest import ROOT, check_with_cp_matches, randomize_norms
 from mmengine.analysis import get_model_complexity_info
 from reference_repmlpnet import ReferenceRepMLPNet
 from reference_repmlpnet import RepMLPBlock as ReferenceBlock
@@ -341,17 +341,7 @@ def test_norm_eval_syncbn_and_bad_arguments():
 
 
 def test_with_cp_gives_the_same_outputs_gradients_and_statistics():
-    plain = RepMLPNet(TINY).train()
-    checkpointed = copy.deepcopy(plain)
-    checkpointed.with_cp = True
-    x = torch.randn(2, 3, 96, 64)
-    for model in (plain, checkpointed):
-        sum(o.square().mean() for o in model(x)).backward()
-    for (name, a), b in zip(plain.named_parameters(),
-                            checkpointed.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
-    for a, b in zip(plain.buffers(), checkpointed.buffers()):
-        assert torch.equal(a, b)
+    check_with_cp_matches(RepMLPNet(TINY).train(), torch.randn(2, 3, 96, 64))
 
 
 def test_convert_checkpoint_tool(tmp_path):

@@ -4,7 +4,6 @@ _base_ = './_base_/upernet_repmlp_80k_cityscapes.py'
 
 pretrained = 'checkpoints/repmlpnet_l256_train.pth'
 model = dict(
-    backbone=dict(arch='L256', embed_kernel=3,
-                  init_cfg=dict(checkpoint=pretrained)),
+    backbone=dict(arch='L256', init_cfg=dict(checkpoint=pretrained)),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))

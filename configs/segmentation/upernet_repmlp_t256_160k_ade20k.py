@@ -4,7 +4,6 @@ _base_ = ['./_base_/upernet_repmlp_160k.py', './_base_/ade20k.py']
 
 pretrained = 'checkpoints/repmlpnet_t256_train.pth'
 model = dict(
-    backbone=dict(arch='T256', embed_kernel=3,
-                  init_cfg=dict(checkpoint=pretrained)),
+    backbone=dict(arch='T256', init_cfg=dict(checkpoint=pretrained)),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256))

@@ -127,6 +127,17 @@ def _ground(rng, size):
     return image, regions
 
 
+def _region_scene(rng, size):
+    """A square scene of the two grounds with 1-3 shapes on them: the
+    image and its labels (0 unlabelled, 1-2 the grounds, 3-5 the shapes,
+    in the order of ``SEG_CLASSES``)."""
+    ground, regions = _ground(rng, size)
+    objects = _layout(rng, size, int(rng.integers(1, 4)), size / 10,
+                      size / 5)
+    image, shapes = _render(rng, size, objects, ground)
+    return image, np.where(shapes > 0, shapes + 2, regions)
+
+
 def make_ade_shapes(root, num_train=200, num_val=40, size=128, seed=0):
     """Write an ADE20K-format dataset under ``root``: ``images/training``,
     ``annotations/training``, ``images/validation``,
@@ -138,11 +149,7 @@ def make_ade_shapes(root, num_train=200, num_val=40, size=128, seed=0):
         (root / 'images' / split).mkdir(parents=True, exist_ok=True)
         (root / 'annotations' / split).mkdir(parents=True, exist_ok=True)
         for index in range(count):
-            ground, regions = _ground(rng, size)
-            objects = _layout(rng, size, int(rng.integers(1, 4)), size / 10,
-                              size / 5)
-            image, shapes = _render(rng, size, objects, ground)
-            labels = np.where(shapes > 0, shapes + 2, regions)
+            image, labels = _region_scene(rng, size)
             name = f'ADE_{split[:5]}_{index + 1:08d}'
             _save_rgb(root / 'images' / split / f'{name}.jpg', image)
             cv2.imwrite(str(root / 'annotations' / split / f'{name}.png'),
@@ -171,15 +178,9 @@ def make_cityscapes_shapes(root, num_train=200, num_val=40, size=(128, 256),
         images.mkdir(parents=True, exist_ok=True)
         labels.mkdir(parents=True, exist_ok=True)
         for index in range(count):
-            # Two square scenes side by side make one 1:2 frame.
-            halves = []
-            for _ in range(width // height):
-                ground, regions = _ground(rng, height)
-                objects = _layout(rng, height, int(rng.integers(1, 4)),
-                                  height / 10, height / 5)
-                image, shapes = _render(rng, height, objects, ground)
-                halves.append((image, np.where(shapes > 0, shapes + 2,
-                                               regions)))
+            # Square scenes side by side make one 1:2 frame.
+            halves = [_region_scene(rng, height)
+                      for _ in range(width // height)]
             image = np.concatenate([h[0] for h in halves], axis=1)
             label = np.concatenate([h[1] for h in halves], axis=1)
             train_ids = np.array((255, ) + CITYSCAPES_IDS, np.uint8)[label]

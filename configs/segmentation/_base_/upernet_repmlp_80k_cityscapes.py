@@ -19,6 +19,7 @@ crop_size = (512, 1024)
 model = dict(
     pretrained=None,
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(_delete_=True, **_base_.repmlp_backbone),
+    backbone=dict(_delete_=True, **{**_base_.repmlp_backbone,
+                                    'embed_kernel': 3}),
     decode_head=dict(num_classes=19),
     auxiliary_head=dict(in_index=2, num_classes=19))

@@ -60,10 +60,11 @@ class _PlainNCHW(torch.autograd.Function):
 class DenseBackbone(BaseModule):
     """Base of the backbones: subclasses set ``paper_name`` (for messages),
     ``arch_zoo`` and ``arch_keys``, build their layers, and implement
-    ``map_channels``, ``frozen_modules``, ``switch_to_deploy`` and
-    ``init_from_scratch``; for checkpoints, ``from_released`` and
-    ``arch_of`` (see ``mmhire.checkpoint``), and ``fit_state_dict`` where
-    an option changes a tensor's form."""
+    ``frozen_modules``, ``switch_to_deploy`` and ``init_from_scratch``
+    (``map_channels`` where the maps are not the arch's ``channels``); for
+    checkpoints, ``from_released`` and ``arch_of`` (see
+    ``mmhire.checkpoint``), and ``fit_state_dict`` where an option changes
+    a tensor's form."""
 
     paper_name = None
     arch_zoo = {}
@@ -116,6 +117,18 @@ class DenseBackbone(BaseModule):
         """Raise ``ArchError`` for a custom arch that builds no network."""
 
     @classmethod
+    def require_ints(cls, arch, key, count, lowest):
+        """``ArchError`` unless ``arch[key]`` is ``count`` ints (one int
+        where ``count`` is None), each at least ``lowest``."""
+        value = arch[key] if count is not None else (arch[key], )
+        if not (isinstance(value, tuple) and len(value) == (count or 1)
+                and all(isinstance(v, int) and v >= lowest for v in value)):
+            raise ArchError(
+                f'{cls.name()}: arch[{key!r}] must be '
+                f'{"one int" if count is None else f"{count} ints"} '
+                f'>= {lowest}, got {arch[key]!r}.')
+
+    @classmethod
     def zoo_name(cls, arch):
         """The ``arch_zoo`` name of ``arch`` (a dict of some of its keys), in
         quotes, or the dict itself."""
@@ -126,8 +139,9 @@ class DenseBackbone(BaseModule):
 
     @property
     def map_channels(self):
-        """Channels of the four maps."""
-        raise NotImplementedError
+        """Channels of the four maps: the arch's ``channels`` unless a
+        backbone says otherwise."""
+        return self.arch['channels']
 
     @property
     def out_channels(self):
@@ -178,6 +192,29 @@ class DenseBackbone(BaseModule):
     def frozen_modules(self):
         """The modules that ``frozen_stages`` freezes."""
         raise NotImplementedError
+
+    def frozen_pyramid(self, stem, downsamples):
+        """``frozen_modules`` of a stem followed by ``self.stages``, stage
+        ``i > 0`` preceded by ``downsamples[i - 1]``: the stem, then each
+        frozen stage with the layer before it and its output norm."""
+        if self.frozen_stages < 0:
+            return []
+        modules = [stem]
+        for i in range(self.frozen_stages):
+            if i:
+                modules.append(downsamples[i - 1])
+            modules.append(self.stages[i])
+            if hasattr(self, f'norm{i}'):
+                modules.append(getattr(self, f'norm{i}'))
+        return modules
+
+    @staticmethod
+    def split_off(state_dict, prefixes):
+        """``(state_dict without the keys starting with prefixes, those
+        keys)``: a released classifier's tensors that a backbone lacks."""
+        dropped = [k for k in state_dict if k.startswith(prefixes)]
+        return ({k: v for k, v in state_dict.items() if k not in dropped},
+                dropped)
 
     def _freeze_stages(self):
         for module in self.frozen_modules():

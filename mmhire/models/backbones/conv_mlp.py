@@ -235,21 +235,10 @@ class ConvMLP(DenseBackbone):
 
     @classmethod
     def check_arch(cls, arch):
-        def ints(key, count, lowest):
-            value = arch[key]
-            if count is None:
-                value = (value, )
-            if not (isinstance(value, tuple) and len(value) == (count or 1)
-                    and all(isinstance(v, int) and v >= lowest
-                            for v in value)):
-                raise ArchError(
-                    f'ConvMLP: arch[{key!r}] must be '
-                    f'{"one int" if count is None else f"{count} ints"} '
-                    f'>= {lowest}, got {arch[key]!r}.')
-        ints('stem_channels', None, 2)
-        ints('conv_blocks', None, 0)
-        ints('depths', 3, 1)
-        ints('channels', 3, 1)
+        cls.require_ints(arch, 'stem_channels', None, 2)
+        cls.require_ints(arch, 'conv_blocks', None, 0)
+        cls.require_ints(arch, 'depths', 3, 1)
+        cls.require_ints(arch, 'channels', 3, 1)
         ratios = arch['mlp_ratios']
         if not (isinstance(ratios, tuple) and len(ratios) == 3 and all(
                 isinstance(r, (int, float)) and r > 0 for r in ratios)):
@@ -331,10 +320,7 @@ class ConvMLP(DenseBackbone):
     def from_released(cls, state_dict):
         if not any(k.startswith('tokenizer.block.') for k in state_dict):
             return None
-        classifier = [k for k in state_dict
-                      if k.startswith(('norm.', 'head.'))]
-        return ({k: v for k, v in state_dict.items() if k not in classifier},
-                classifier)
+        return cls.split_off(state_dict, ('norm.', 'head.'))
 
     @classmethod
     def arch_of(cls, state_dict):

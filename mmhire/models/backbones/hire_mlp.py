@@ -355,21 +355,11 @@ class HireMLP(DenseBackbone):
         self.min_input_size = self._min_input_size()
         self._freeze_stages()
 
-    @property
-    def map_channels(self):
-        return self.arch['channels']
-
     @classmethod
     def check_arch(cls, arch):
         for key in ARCH_KEYS:
-            value = arch[key]
-            lowest = 0 if key == 'shift_sizes' else 1
-            if (not isinstance(value, tuple) or len(value) != cls.num_outs
-                    or not all(isinstance(v, int) and v >= lowest
-                               for v in value)):
-                raise ArchError(
-                    f'HireMLP: arch[{key!r}] must be {cls.num_outs} ints '
-                    f'>= {lowest}, got {value!r}.')
+            cls.require_ints(arch, key, cls.num_outs,
+                             0 if key == 'shift_sizes' else 1)
         if min(arch['channels']) < 4:
             raise ArchError('HireMLP: arch channels must be at least 4 (the '
                             f'reweighting MLP uses channels // 4), got '
@@ -407,16 +397,7 @@ class HireMLP(DenseBackbone):
         return tuple(outs)
 
     def frozen_modules(self):
-        if self.frozen_stages < 0:
-            return []
-        modules = [self.stem]
-        for i in range(self.frozen_stages):
-            if i:
-                modules.append(self.downsamples[i - 1])
-            modules.append(self.stages[i])
-            if hasattr(self, f'norm{i}'):
-                modules.append(getattr(self, f'norm{i}'))
-        return modules
+        return self.frozen_pyramid(self.stem, self.downsamples)
 
     def switch_to_deploy(self):
         """Fold every BatchNorm inside the network into a convolution next

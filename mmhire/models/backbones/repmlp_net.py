@@ -312,18 +312,10 @@ class RepMLPNet(DenseBackbone):
         self.min_input_size = self._min_input_size()
         self._freeze_stages()
 
-    @property
-    def map_channels(self):
-        return self.arch['channels']
-
     @classmethod
     def check_arch(cls, arch):
         for key in cls.arch_keys:
-            value = arch[key]
-            if not (isinstance(value, tuple) and len(value) == cls.num_outs
-                    and all(isinstance(v, int) and v >= 1 for v in value)):
-                raise ArchError(f'RepMLPNet: arch[{key!r}] must be '
-                                f'{cls.num_outs} ints >= 1, got {value!r}.')
+            cls.require_ints(arch, key, cls.num_outs, 1)
         for c, s in zip(arch['channels'], arch['sharesets']):
             if c % s or c < 4:
                 raise ArchError(
@@ -334,10 +326,10 @@ class RepMLPNet(DenseBackbone):
 
     def _map_sizes(self, size):
         sizes = [size // 4]
-        for _ in range(self.num_outs - 1):
-            k = self.embed_kernel
-            pad = k // 2 if k > 2 else 0
-            sizes.append((sizes[-1] + 2 * pad - k) // 2 + 1)
+        for embed in self.embeds:
+            conv = embed.conv
+            sizes.append((sizes[-1] + 2 * conv.padding[0] -
+                          conv.kernel_size[0]) // conv.stride[0] + 1)
         return sizes
 
     def _min_input_size(self):
@@ -356,16 +348,7 @@ class RepMLPNet(DenseBackbone):
         return tuple(outs)
 
     def frozen_modules(self):
-        if self.frozen_stages < 0:
-            return []
-        modules = [self.conv_embedding]
-        for i in range(self.frozen_stages):
-            if i:
-                modules.append(self.embeds[i - 1])
-            modules.append(self.stages[i])
-            if hasattr(self, f'norm{i}'):
-                modules.append(getattr(self, f'norm{i}'))
-        return modules
+        return self.frozen_pyramid(self.conv_embedding, self.embeds)
 
     def blocks(self):
         return [unit.repmlp_block for stage in self.stages for unit in stage]
@@ -432,10 +415,7 @@ class RepMLPNet(DenseBackbone):
                           for k, v in state_dict.items()}
         elif not any(k.startswith('conv_embedding.') for k in state_dict):
             return None
-        classifier = [k for k in state_dict
-                      if k.startswith(('head.', 'head_norm.'))]
-        return ({k: v for k, v in state_dict.items() if k not in classifier},
-                classifier)
+        return cls.split_off(state_dict, ('head.', 'head_norm.'))
 
     @classmethod
     def arch_of(cls, state_dict):
