@@ -25,7 +25,8 @@ dependencies = load('dependencies.py')
 setup(
     name='mmhire',
     version=load('version.py')['__version__'],
-    description='Hierarchical vision MLP backbones (Hire-MLP, ConvMLP) for '
+    description='Hierarchical vision MLP backbones (Hire-MLP, ConvMLP, '
+    'RepMLPNet) for '
     'MMDetection and MMSegmentation',
     long_description=(HERE / 'README.md').read_text(),
     long_description_content_type='text/markdown',

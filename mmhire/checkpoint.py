@@ -1,5 +1,7 @@
-"""Safe checkpoint loading, and loading of the authors' released files into
-any mmhire backbone (each backbone converts its own names).
+"""Safe checkpoint reading: the allowlists, ``safe_load``, readability, the
+newest readable checkpoint of a run, the state dict inside a container, and
+whether a file fits a model. Models convert their own names
+(``DenseBackbone.load_pretrained``); nothing here knows a backbone.
 
 Everything is read with ``torch.load(weights_only=True)``. Beyond tensors
 and plain containers, exactly these pickled types are allowed:
@@ -29,7 +31,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 from mmengine.fileio import get_local_path
-from mmengine.logging import HistoryBuffer, MMLogger, print_log
+from mmengine.logging import HistoryBuffer, print_log
 
 from mmhire.errors import CheckpointError
 
@@ -175,8 +177,11 @@ def newest_readable_checkpoint(work_dir):
     return None
 
 
-def _unwrap(checkpoint, use_ema):
-    """The state dict inside any supported container, and its kind."""
+def unwrap_state_dict(checkpoint, use_ema=False):
+    """``(state dict, its kind)`` inside any supported container: a released
+    file (``model``, or ``model_ema`` with ``use_ema``), an mmengine
+    checkpoint (``state_dict``; the ``backbone.*`` keys of a detector or
+    segmentor) or a bare state dict; ``module.`` prefixes removed."""
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'a checkpoint must be a dict, got '
                               f'{type(checkpoint).__name__}.')
@@ -205,111 +210,11 @@ def _unwrap(checkpoint, use_ema):
     return state_dict, kind
 
 
-def backbone_state_dict(checkpoint, use_ema=False):
-    """The backbone's tensors, in mmhire's names, from any supported file.
-
-    Returns ``(state_dict, description, dropped)``: a released checkpoint
-    (``model`` / ``model_ema``, or a bare state dict in the authors' names)
-    is converted by the backbone whose names it uses, and ``dropped`` lists
-    the classifier keys it left out; an mmengine checkpoint (``state_dict``,
-    keys possibly under ``backbone.`` as in a detector or segmentor) or a
-    bare state dict in mmhire's names comes as it is.
-    """
-    from mmhire.models import BACKBONES
-    state_dict, kind = _unwrap(checkpoint, use_ema)
-    for backbone in BACKBONES:
-        released = backbone.from_released(state_dict)
-        if released is not None:
-            state_dict, dropped = released
-            if dropped:
-                kind = f'released ImageNet checkpoint, {kind}'
-            return state_dict, kind, dropped
-    return state_dict, kind, []
-
-
-def identify(state_dict):
-    """``(backbone class, arch)`` of the network whose tensors (in mmhire's
-    names) these are, or ``(None, {})``."""
-    from mmhire.models import BACKBONES
-    for backbone in BACKBONES:
-        arch = backbone.arch_of(state_dict)
-        if arch:
-            return backbone, arch
-    return None, {}
-
-
-def describe(backbone, arch):
-    return f'{backbone.paper_name} {backbone.zoo_name(arch)}'
-
-
-def _short(keys, limit=6):
+def list_keys(keys, limit=6):
+    """``a, b, c and 4 more``: state dict keys in a one-line message."""
     keys = list(keys)
     more = f' and {len(keys) - limit} more' if len(keys) > limit else ''
     return ', '.join(keys[:limit]) + more
-
-
-def load_pretrained(backbone, filename, use_ema=False):
-    """Load a checkpoint into an mmhire backbone and log one line saying what
-    was loaded. A file of another network or arch, shapes that do not fit,
-    or a file that would leave most of the backbone uninitialised, are
-    errors; the backbone is left untouched."""
-    state_dict, kind, dropped = backbone_state_dict(safe_load(filename),
-                                                    use_ema)
-    network, name = type(backbone), type(backbone).name()
-    expected = backbone.state_dict()
-    model_arch = network.arch_of(expected)
-    other, other_arch = identify(state_dict)
-    if other is not None and other is not network:
-        raise CheckpointError(
-            f'{filename!r} holds a {describe(other, other_arch)} network, '
-            f'not a {network.paper_name} one; this backbone is '
-            f'{describe(network, model_arch)}. Use type={other.__name__!r} '
-            f'or a {network.paper_name} checkpoint.')
-
-    try:
-        state_dict = backbone.fit_state_dict(state_dict)
-    except CheckpointError as e:
-        raise CheckpointError(f'{filename!r}: {e}') from None
-    out_norms = tuple(f'norm{i}.' for i in range(network.num_outs))
-    mismatched = [k for k in state_dict
-                  if k in expected and state_dict[k].shape != expected[k].shape]
-    file_arch = network.arch_of(state_dict)
-    if mismatched or (file_arch and file_arch != model_arch):
-        example = ''
-        if mismatched:
-            k = mismatched[0]
-            example = (f'; e.g. {k} is {tuple(state_dict[k].shape)} in the '
-                       f'file, {tuple(expected[k].shape)} in the model')
-        raise CheckpointError(
-            f'{filename!r} does not fit this backbone: the file holds arch '
-            f'{network.zoo_name(file_arch)}, the backbone is '
-            f'{network.zoo_name(model_arch)}{example}. Set arch to match.')
-
-    body = [k for k in expected if not k.startswith(out_norms)]
-    missing = [k for k in body if k not in state_dict]
-    if len(missing) * 2 > len(body):
-        raise CheckpointError(
-            f'{filename!r} would leave {len(missing)} of the backbone\'s '
-            f'{len(body)} tensors uninitialised: it is not a '
-            f'{network.paper_name} checkpoint of this arch (its first keys: '
-            f'{_short(state_dict, 4)}).')
-
-    loaded = {k: v for k, v in state_dict.items() if k in expected}
-    backbone.load_state_dict(loaded, strict=False)
-    fresh = sorted({k.split('.')[0] for k in expected
-                    if k.startswith(out_norms) and k not in state_dict})
-    ignored = [k for k in state_dict if k not in expected]
-    message = f'{name}: loaded {len(loaded)} tensors from {filename} ({kind}); '
-    message += (f'backbone tensors not in the file: {_short(missing)}'
-                if missing else 'no backbone tensor missing')
-    if dropped:
-        message += f"; skipped the classifier's {_short(dropped)}"
-    if fresh:
-        message += f'; fresh per-output norms: {", ".join(fresh)}'
-    if ignored:
-        message += f'; ignored, not in this backbone: {_short(ignored)}'
-    MMLogger.get_current_instance().info(message)
-    return message
 
 
 def check_fits(model, filename):
@@ -326,7 +231,8 @@ def check_fits(model, filename):
     if missing or mismatched:
         problems = []
         if missing:
-            problems.append(f'{len(missing)} tensors missing ({_short(missing, 3)})')
+            problems.append(
+                f'{len(missing)} tensors missing ({list_keys(missing, 3)})')
         if mismatched:
             k = mismatched[0]
             problems.append(

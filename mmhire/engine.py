@@ -15,12 +15,12 @@ from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-import mmhire  # noqa: F401  (registers HireMLP and the checkpoint allowlist)
+import mmhire  # noqa: F401  (registers the backbones and the checkpoint allowlist)
 from mmhire.errors import DatasetNotFoundError, MMHireError
 from mmhire.preemption import PREEMPTED_EXIT, Preempted
 
@@ -52,7 +52,6 @@ DATA_HINTS = {
 
 def add_common_args(parser):
     """The options train.py and test.py share with mmdet's and mmseg's."""
-    from mmengine.config import DictAction
     parser.add_argument('--work-dir', help='where logs, checkpoints and '
                         'results go; defaults to work_dirs/<config name>')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,

@@ -6,7 +6,7 @@ class MMHireError(Exception):
 
 
 class ArchError(MMHireError, ValueError):
-    """A HireMLP argument that does not describe a valid network."""
+    """A backbone argument that does not describe a valid network."""
 
 
 class CheckpointError(MMHireError, ValueError):

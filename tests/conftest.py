@@ -1,22 +1,16 @@
+"""Helpers every test file shares, and the generated datasets."""
+import copy
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'benchmarks'))
-
-# A small network with every feature of the real ones: shifted and unshifted
-# blocks, all three region sizes, padding at odd sizes.
-TINY_ARCH = dict(depths=(2, 2, 3, 2), channels=(16, 32, 32, 64),
-                 region_sizes=(4, 3, 3, 2), shift_sizes=(2, 2, 1, 1),
-                 shift_periods=(2, 2, 3, 2))
-
-
-@pytest.fixture
-def tiny_arch():
-    return dict(TINY_ARCH)
+sys.path.insert(0, str(ROOT))  # the reference/ transcriptions
 
 
 @pytest.fixture(autouse=True)
@@ -24,11 +18,20 @@ def _seed():
     torch.manual_seed(0)
 
 
+def relative_error(a, b):
+    """Largest absolute difference over the largest magnitude of ``b``."""
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def max_relative_error(ours, theirs):
+    return max(relative_error(a, b) for a, b in zip(ours, theirs))
+
+
 def randomize_norms(model):
     """Give every BatchNorm non-trivial affine parameters and statistics, so
     that a mix-up of norms cannot go unnoticed."""
     for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, _BatchNorm):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
             m.running_mean.uniform_(-0.5, 0.5)
@@ -36,26 +39,51 @@ def randomize_norms(model):
     return model
 
 
+def bn_state(module):
+    """Copies of the BatchNorm statistics inside ``module``."""
+    return {k: v.clone() for k, v in module.state_dict().items()
+            if 'running' in k or 'num_batches' in k}
+
+
+def pretrained(backbone, arch, path, **kwargs):
+    """``backbone`` of ``arch`` initialised from the checkpoint at ``path``
+    through ``init_cfg``, as a config does it, in eval mode. ``use_ema`` goes
+    to the init_cfg, the other keywords to the constructor."""
+    init_cfg = dict(type='Pretrained', checkpoint=str(path))
+    if 'use_ema' in kwargs:
+        init_cfg['use_ema'] = kwargs.pop('use_ema')
+    model = backbone(arch, init_cfg=init_cfg, **kwargs)
+    model.init_weights()
+    return model.eval()
+
+
 def check_with_cp_matches(plain, x):
     """A ``with_cp`` copy of ``plain`` (in train mode) gives the same
-    parameter gradients and updates the BatchNorm statistics once, not
-    twice."""
-    import copy
+    outputs, input and parameter gradients (drop path included: the
+    recomputation replays its draws), and updates the BatchNorm statistics
+    once, not twice."""
     checkpointed = copy.deepcopy(plain)
     checkpointed.with_cp = True
+    results = []
     for model in (plain, checkpointed):
-        sum(o.square().mean() for o in model(x)).backward()
+        torch.manual_seed(1)  # the same drop-path draws
+        inputs = x.clone().requires_grad_()
+        outs = model(inputs)
+        sum(o.square().mean() for o in outs).backward()
+        results.append((outs, inputs.grad))
+    (outs, grad), (cp_outs, cp_grad) = results
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(outs, cp_outs))
+    assert torch.allclose(grad, cp_grad, atol=1e-6)
     for (name, a), b in zip(plain.named_parameters(),
                             checkpointed.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+        if a.grad is not None or b.grad is not None:
+            assert torch.allclose(a.grad, b.grad, atol=1e-6), name
     for a, b in zip(plain.buffers(), checkpointed.buffers()):
         assert torch.equal(a, b)
 
 
 def run_tool(args, cwd, env=None, check=True, timeout=600):
     """Run a tools/ script as a user would, from ``cwd``."""
-    import os
-    import subprocess
     script = str(ROOT / args[0])
     command = ['bash', script] if script.endswith('.sh') \
         else [sys.executable, script]

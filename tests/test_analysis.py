@@ -44,14 +44,14 @@ def test_benchmark_measures_a_model_in_a_fresh_process(tmp_path):
                            '--measure', name, '--task', task], cwd=tmp_path)
         return json.loads(result.stdout.splitlines()[-1])
 
-    latency = measure('hire', 'tiny', 'Hire-MLP-Tiny mmhire deploy',
+    latency = measure('hire_mlp', 'tiny', 'Hire-MLP-Tiny mmhire deploy',
                       'latency')
     assert len(latency['times']) == 2 and latency['memory'] is None
-    step = measure('hire', 'tiny', 'Hire-MLP-Tiny reference', 'train')
+    step = measure('hire_mlp', 'tiny', 'Hire-MLP-Tiny reference', 'train')
     assert len(step['times']) == 2 and step['memory'] > 10  # MiB
-    convmlp = measure('convmlp', 'small', 'ConvMLP-Small reference',
+    convmlp = measure('conv_mlp', 'small', 'ConvMLP-Small reference',
                       'latency')
     assert len(convmlp['times']) == 2
-    repmlp = measure('repmlp', 'T224', 'RepMLPNet-T224 reference deploy',
+    repmlp = measure('repmlp_net', 'T224', 'RepMLPNet-T224 reference deploy',
                      'latency')  # the authors' converted form, at 448x896
     assert len(repmlp['times']) == 2

@@ -179,7 +179,7 @@ def metric_lines(output):
 
 @pytest.mark.parametrize('demo,port', [(DEMO, '29611'),
                                        (CONVMLP_DEMO, '29613')],
-                         ids=['hire', 'convmlp'])
+                         ids=['hire_mlp', 'conv_mlp'])
 def test_two_process_dist_train_on_cpu(small_coco, demo, port):
     result = run_tool(
         ['tools/dist_train.sh', str(demo), '2', '--cfg-options',
@@ -242,46 +242,10 @@ def test_clear_errors_without_stack_traces(small_coco, tmp_path):
     assert 'does not fit the model of this config' in unfit.stderr
 
 
-@pytest.mark.parametrize('backbone,arch,channels', [
-    ('HireMLP', 'tiny', [64, 128, 320, 512]),
-    ('ConvMLP', 'small', [64, 128, 256, 512]),
-    ('RepMLPNet', 'T224', [64, 128, 256, 512])])
-def test_a_stock_mmdet_config_with_our_backbone_trains(small_coco, backbone,
-                                                       arch, channels):
-    # mmdet's Faster R-CNN as it ships, backbone swapped; only the data (the
-    # generated shapes at a small size) and the length of the run differ.
-    config = small_coco / f'faster_rcnn_{backbone}.py'
-    config.write_text(f'''
-_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmhire'], allow_failed_imports=False)
-model = dict(
-    backbone=dict(_delete_=True, type='{backbone}', arch='{arch}'),
-    neck=dict(in_channels={channels}),
-    roi_head=dict(bbox_head=dict(num_classes=3)))
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(
-        data_root='data/synthetic_coco/', ann_file='annotations/train.json',
-        data_prefix=dict(img='train/'), indices=2,
-        metainfo=dict(classes=('circle', 'square', 'triangle')),
-        pipeline=[dict(type='LoadImageFromFile'),
-                  dict(type='LoadAnnotations', with_bbox=True),
-                  dict(type='Resize', scale=(320, 320), keep_ratio=True),
-                  dict(type='PackDetInputs')]))
-train_cfg = dict(max_epochs=1)
-val_cfg = val_dataloader = val_evaluator = None
-default_hooks = dict(logger=dict(interval=1))
-''')
-    result = run_tool(['tools/train.py', str(config)], cwd=small_coco)
-    assert f'{backbone}: no pretrained weights given' in result.stdout
-    assert 'Epoch(train) [1][1/1]' in result.stdout
-    assert re.search(r'loss_cls: [\d.]+', result.stdout)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('backbone,name', [
-    ('hire', 'mask_rcnn_hire_tiny_synthetic'),
-    pytest.param('convmlp', 'mask_rcnn_convmlp_small_synthetic',
+    ('hire_mlp', 'mask_rcnn_hire_tiny_synthetic'),
+    pytest.param('conv_mlp', 'mask_rcnn_convmlp_small_synthetic',
                  marks=pytest.mark.heavy)])
 def test_demo_learns_the_generated_shapes(tmp_path, backbone, name):
     result = run_tool(['tools/demo.py', 'detection', '--backbone', backbone],

@@ -332,10 +332,10 @@ default_hooks = dict(logger=dict(interval=1))
 
 @pytest.mark.slow
 @pytest.mark.parametrize('backbone,name', [
-    ('hire', 'fpn_hire_tiny_synthetic'),
-    pytest.param('convmlp', 'fpn_convmlp_small_synthetic',
+    ('hire_mlp', 'fpn_hire_tiny_synthetic'),
+    pytest.param('conv_mlp', 'fpn_convmlp_small_synthetic',
                  marks=pytest.mark.heavy),
-    pytest.param('repmlp', 'upernet_repmlp_t256_synthetic_cityscapes',
+    pytest.param('repmlp_net', 'upernet_repmlp_t256_synthetic_cityscapes',
                  marks=pytest.mark.heavy)])
 def test_demo_learns_the_generated_regions(tmp_path, backbone, name):
     result = run_tool(['tools/demo.py', 'segmentation', '--backbone',

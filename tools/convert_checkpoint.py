@@ -1,7 +1,8 @@
-"""Write a clean mmhire checkpoint from a released Hire-MLP or ConvMLP file.
+"""Write a clean mmhire checkpoint from a released file of any mmhire backbone.
 
     python tools/convert_checkpoint.py hire_mlp_small.pth hire_small_mmhire.pth [--ema]
     python tools/convert_checkpoint.py convmlp_s_imagenet.pth convmlp_s_mmhire.pth
+    python tools/convert_checkpoint.py RepMLPNet-T224-train.pth repmlp_t224_mmhire.pth
 
 The output holds only the backbone's tensors under mmhire's names (the
 classifier's norm and head, the optimizer and the pickled training args are
@@ -13,8 +14,8 @@ import sys
 
 import torch
 
-from mmhire.checkpoint import (CheckpointError, backbone_state_dict, identify,
-                               safe_load)
+from mmhire.checkpoint import CheckpointError, safe_load, unwrap_state_dict
+from mmhire.models import backbone_names, identify
 
 
 def main(argv=None):
@@ -26,14 +27,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         checkpoint = safe_load(args.src)
-        state_dict, kind, classifier = backbone_state_dict(checkpoint,
-                                                           use_ema=args.ema)
+        found, kind = unwrap_state_dict(checkpoint, use_ema=args.ema)
     except CheckpointError as e:
         sys.exit(f'error: {e}')
-    network, arch = identify(state_dict)
-    if network is None:
-        sys.exit(f'error: {args.src!r} holds no Hire-MLP or ConvMLP '
-                 'backbone.')
+    match = identify(found)
+    if match is None:
+        sys.exit(f'error: {args.src!r} holds none of the backbones '
+                 f'{", ".join(backbone_names())}.')
+    network, state_dict, classifier, arch = match
+    if classifier:
+        kind = f'released ImageNet checkpoint, {kind}'
     dropped = sorted(set(checkpoint) - {'model', 'model_ema', 'state_dict'}
                      - set(state_dict) - set(classifier))
     torch.save({'state_dict': state_dict,

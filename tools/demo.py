@@ -4,9 +4,10 @@ train on it on the CPU, evaluate with the real evaluator and save a picture.
     python tools/demo.py detection      # Mask R-CNN + Hire-MLP-Tiny, box/mask AP
     python tools/demo.py segmentation   # Semantic FPN + Hire-MLP-Tiny, mIoU
                                         # single- and multi-scale
-    python tools/demo.py detection --backbone convmlp   # ... with ConvMLP-S
-    python tools/demo.py segmentation --backbone repmlp # UperNet +
-                                        # RepMLPNet-T256, Cityscapes layout
+    python tools/demo.py detection --backbone conv_mlp  # ... with ConvMLP-S
+    python tools/demo.py segmentation --backbone repmlp_net
+                                        # UperNet + RepMLPNet-T256,
+                                        # Cityscapes layout
 
 Results go to work_dirs/<demo config>/ (metrics.json, the picture, the log
 and the checkpoint).
@@ -28,22 +29,22 @@ CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 DEMOS = {  # backbone -> (config, maker of its data)
     'detection': dict(
         configs=dict(
-            hire=(CONFIGS / 'detection/demo/mask_rcnn_hire_tiny_synthetic.py',
-                  make_coco_shapes),
-            convmlp=(CONFIGS / 'detection/demo/'
-                     'mask_rcnn_convmlp_small_synthetic.py',
-                     make_coco_shapes)),
+            hire_mlp=(CONFIGS / 'detection/demo/'
+                      'mask_rcnn_hire_tiny_synthetic.py', make_coco_shapes),
+            conv_mlp=(CONFIGS / 'detection/demo/'
+                      'mask_rcnn_convmlp_small_synthetic.py',
+                      make_coco_shapes)),
         metrics=('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP',
                  'coco/segm_mAP_50')),
     'segmentation': dict(
         configs=dict(
-            hire=(CONFIGS / 'segmentation/demo/fpn_hire_tiny_synthetic.py',
-                  make_ade_shapes),
-            convmlp=(CONFIGS / 'segmentation/demo/'
-                     'fpn_convmlp_small_synthetic.py', make_ade_shapes),
-            repmlp=(CONFIGS / 'segmentation/demo/'
-                    'upernet_repmlp_t256_synthetic_cityscapes.py',
-                    make_cityscapes_shapes)),
+            hire_mlp=(CONFIGS / 'segmentation/demo/fpn_hire_tiny_synthetic.py',
+                      make_ade_shapes),
+            conv_mlp=(CONFIGS / 'segmentation/demo/'
+                      'fpn_convmlp_small_synthetic.py', make_ade_shapes),
+            repmlp_net=(CONFIGS / 'segmentation/demo/'
+                        'upernet_repmlp_t256_synthetic_cityscapes.py',
+                        make_cityscapes_shapes)),
         metrics=('mIoU', 'aAcc'), multi_scale=True),
 }
 
@@ -141,8 +142,9 @@ def save_pictures(task, model, runner, cfg):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(DEMOS))
-    parser.add_argument('--backbone', choices=['hire', 'convmlp', 'repmlp'],
-                        default='hire', help='Hire-MLP-Tiny (default), '
+    parser.add_argument('--backbone',
+                        choices=['hire_mlp', 'conv_mlp', 'repmlp_net'],
+                        default='hire_mlp', help='Hire-MLP-Tiny (default), '
                         'ConvMLP-S or (segmentation) RepMLPNet-T256')
     parser.add_argument('--work-dir', help='defaults to work_dirs/<config>')
     args = parser.parse_args()

@@ -2,8 +2,8 @@
 their peers, backbone only.
 
     python tools/analysis/benchmark.py [--arch small] [--rounds 3] [--runs 3]
-    python tools/analysis/benchmark.py --network convmlp [--arch small]
-    python tools/analysis/benchmark.py --network repmlp [--arch D256]
+    python tools/analysis/benchmark.py --network conv_mlp [--arch small]
+    python tools/analysis/benchmark.py --network repmlp_net [--arch D256]
 
 Each model is timed in processes of its own, as it runs when deployed: in
 a process shared with other models, glibc's allocator (whose mmap
@@ -29,7 +29,7 @@ faults for fresh memory: the other end of what an allocator can do.
 Models: mmhire's backbone (training form, the same with gradient
 checkpointing for the training step, and deploy form), the
 straightforward reference in the authors' layout
-(benchmarks/reference_*.py; for RepMLPNet also its deploy form, after the
+(reference/*.py; for RepMLPNet also its deploy form, after the
 authors' locality_injection), and mmdet's ResNet-50, Swin-T and PVT-Small.
 Medians over all rounds; ratios against the reference.
 """
@@ -45,14 +45,14 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / 'benchmarks'))
+sys.path.insert(0, str(ROOT))
 
 TRAIN_SHAPE = (2, 3, 512, 512)
-DEFAULT_ARCHS = dict(hire='small', convmlp='small', repmlp='D256')
+DEFAULT_ARCHS = dict(hire_mlp='small', conv_mlp='small', repmlp_net='D256')
 
 
 def latency_shape(network, arch):
-    if network == 'repmlp':
+    if network == 'repmlp_net':
         side = 2 * int(arch[1:])  # two FC patches high, four wide
         return (1, 3, side, 2 * side)
     return (1, 3, 800, 1216)
@@ -66,24 +66,23 @@ class Features(torch.nn.Module):
         self.network = network
 
     def forward(self, x):
-        if hasattr(self.network, 'dense_maps'):
-            return tuple(self.network.dense_maps(x))
-        return tuple(self.network.forward_features(x))
+        return tuple(self.network.dense_maps(x))
 
 
 def build_models(network, arch, only=None):
     """Name -> freshly initialised backbone (all, or just ``only``)."""
     from mmdet.models.backbones import (PyramidVisionTransformer, ResNet,
                                         SwinTransformer)
-    from reference_convmlp import ReferenceConvMLP
-    from reference_hire_mlp import ReferenceHireMLP
-    from reference_repmlpnet import ReferenceRepMLPNet
+    from reference.conv_mlp import ReferenceConvMLP
+    from reference.hire_mlp import ReferenceHireMLP
+    from reference.repmlp_net import ReferenceRepMLPNet
 
     from mmhire.models import ConvMLP, HireMLP, RepMLPNet, switch_to_deploy
 
     backbone, reference = dict(
-        hire=(HireMLP, ReferenceHireMLP), convmlp=(ConvMLP, ReferenceConvMLP),
-        repmlp=(RepMLPNet, lambda arch: ReferenceRepMLPNet(
+        hire_mlp=(HireMLP, ReferenceHireMLP),
+        conv_mlp=(ConvMLP, ReferenceConvMLP),
+        repmlp_net=(RepMLPNet, lambda arch: ReferenceRepMLPNet(
             arch.upper(), restore='corrected')))[network]
 
     def deployed():
@@ -100,7 +99,7 @@ def build_models(network, arch, only=None):
     factories = {
         f'{label} reference': lambda: Features(reference(arch)),
         **({f'{label} reference deploy': reference_deployed}
-           if network == 'repmlp' else {}),
+           if network == 'repmlp_net' else {}),
         f'{label} mmhire': lambda: backbone(arch, out_norm=False),
         f'{label} mmhire with_cp': lambda: backbone(arch, out_norm=False,
                                                     with_cp=True),
@@ -200,7 +199,7 @@ def in_fresh_process(args, name, task):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--network', choices=list(DEFAULT_ARCHS),
-                        default='hire')
+                        default='hire_mlp')
     parser.add_argument('--arch', help='default: small (Hire-MLP, ConvMLP), '
                         'D256 (RepMLPNet)')
     parser.add_argument('--rounds', type=int, default=3)

@@ -20,7 +20,7 @@ from mmengine.registry import init_default_scope
 
 from mmhire.engine import load_config, tool_session
 from mmhire.errors import MMHireError
-from mmhire.models import BACKBONES, switch_to_deploy
+from mmhire.models import BACKBONES, backbone_names, switch_to_deploy
 
 
 class DenseForward(torch.nn.Module):
@@ -80,7 +80,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('target', help='arch name or config file')
     parser.add_argument('--backbone', default='HireMLP',
-                        choices=[b.__name__ for b in BACKBONES],
+                        choices=backbone_names(),
                         help='the network of an arch name')
     parser.add_argument('--shape', type=int, nargs=2, default=[224, 224],
                         metavar=('H', 'W'), help='input size')

@@ -1,8 +1,13 @@
 """What every mmhire backbone shares: the ``arch_zoo`` lookup, the output and
-freezing arguments of mmdet's backbones, ``norm_eval``, gradient
-checkpointing that updates BatchNorm statistics once, the refusal to train a
-deploy form, and ``init_cfg`` Pretrained loading through the safe loader."""
+freezing arguments of mmdet's backbones, ``norm_eval``, map sizes and the
+smallest input, gradient checkpointing that updates BatchNorm statistics
+once, the deploy-form template and the refusal to train it, and
+``init_cfg`` Pretrained loading through the safe loader (each backbone reads
+its own released files; the others only name a file that is theirs)."""
+import re
 from contextlib import contextmanager, nullcontext
+from functools import cached_property
+from typing import NamedTuple
 
 import torch
 import torch.utils.checkpoint as cp
@@ -11,7 +16,9 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmhire.errors import ArchError, DeployError, InputError
+from mmhire.checkpoint import list_keys, safe_load, unwrap_state_dict
+from mmhire.errors import ArchError, CheckpointError, DeployError, InputError
+from mmhire.models.registry import BACKBONES
 
 
 @contextmanager
@@ -58,13 +65,12 @@ class _PlainNCHW(torch.autograd.Function):
 
 
 class DenseBackbone(BaseModule):
-    """Base of the backbones: subclasses set ``paper_name`` (for messages),
-    ``arch_zoo`` and ``arch_keys``, build their layers, and implement
-    ``frozen_modules``, ``switch_to_deploy`` and ``init_from_scratch``
-    (``map_channels`` where the maps are not the arch's ``channels``); for
-    checkpoints, ``from_released`` and ``arch_of`` (see
-    ``mmhire.checkpoint``), and ``fit_state_dict`` where an option changes
-    a tensor's form."""
+    """Base of the backbones. A subclass sets ``paper_name`` (for messages),
+    ``arch_zoo`` and ``arch_keys``, builds its layers, and implements
+    ``forward``, ``size_steps`` (map sizes), ``frozen_modules``,
+    ``folded_norms`` and ``fold`` (the deploy form), ``init_from_scratch``,
+    and, for checkpoints, ``from_released`` and ``arch_of``; where needed,
+    ``check_arch``, ``map_channels``, ``fits`` and ``fit_state_dict``."""
 
     paper_name = None
     arch_zoo = {}
@@ -89,6 +95,8 @@ class DenseBackbone(BaseModule):
     @classmethod
     def name(cls):
         return cls.__name__
+
+    # Archs.
 
     @classmethod
     def parse_arch(cls, arch):
@@ -137,6 +145,13 @@ class DenseBackbone(BaseModule):
                 return repr(name)
         return ', '.join(f'{k}={v}' for k, v in arch.items())
 
+    @classmethod
+    def describe(cls, arch):
+        """``Hire-MLP 'tiny'``: the network and arch, for messages."""
+        return f'{cls.paper_name} {cls.zoo_name(arch)}'
+
+    # Outputs.
+
     @property
     def map_channels(self):
         """Channels of the four maps: the arch's ``channels`` unless a
@@ -148,9 +163,10 @@ class DenseBackbone(BaseModule):
         """Channels of the returned maps (a neck's ``in_channels``)."""
         return [self.map_channels[i] for i in self.out_indices]
 
-    def add_out_norms(self, norm_cfg):
-        """A fresh norm ``norm{i}`` for each returned map."""
-        for i in self.out_indices:
+    def add_out_norms(self, norm_cfg, skip=()):
+        """A fresh norm ``norm{i}`` for each returned map but those in
+        ``skip``."""
+        for i in (i for i in self.out_indices if i not in skip):
             self.add_module(f'norm{i}', build_norm_layer(
                 norm_cfg, self.map_channels[i])[1])
 
@@ -170,16 +186,59 @@ class DenseBackbone(BaseModule):
                             f'{out_indices}.')
         return tuple(sorted(set(out_indices)))
 
-    def check_input(self, x, min_size=1):
+    # Sizes.
+
+    def size_steps(self):
+        """For each map, the layers (convolutions or poolings) that change
+        the size between the previous map (or the input) and it."""
+        raise NotImplementedError
+
+    def map_sizes(self, size):
+        """Side of each of the four maps for an input side of ``size``."""
+        sizes = []
+        for layers in self.size_steps():
+            for layer in layers:
+                k, s, p = (v if isinstance(v, int) else v[0] for v in (
+                    layer.kernel_size, layer.stride, layer.padding))
+                size = (size + 2 * p - k) // s + 1
+            sizes.append(size)
+        return sizes
+
+    def fits(self, sizes):
+        """Whether the network computes maps of these sizes."""
+        return min(sizes) > 0
+
+    @cached_property
+    def min_input_size(self):
+        """The smallest input side the network takes."""
+        return next(s for s in range(1, 4096)
+                    if self.fits(self.map_sizes(s)))
+
+    def check_input(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise InputError(
                 f'{self.name()}: expected an (N, {self.in_channels}, H, W) '
                 f'batch, got shape {tuple(x.shape)}.')
-        if min(x.shape[2:]) < min_size:
+        if min(x.shape[2:]) < self.min_input_size:
+            size = self.min_input_size
             raise InputError(
                 f'{self.name()}: a {x.shape[2]}x{x.shape[3]} input is too '
-                f'small for this arch; images must be at least {min_size}x'
-                f'{min_size} (pad or resize them).')
+                f'small for this arch; images must be at least {size}x'
+                f'{size} (pad or resize them).')
+
+    # Training.
+
+    def run_pyramid(self, x, stem, downsamples):
+        """The returned maps of ``stem`` followed by ``self.stages``, stage
+        ``i > 0`` preceded by ``downsamples[i - 1]``."""
+        x, outs = stem(x), []
+        for i, stage in enumerate(self.stages):
+            if i:
+                x = downsamples[i - 1](x)
+            x = self.run_blocks(stage, x)
+            if i in self.out_indices:
+                outs.append(self.output(i, x))
+        return tuple(outs)
 
     def run_blocks(self, blocks, x):
         """Apply ``blocks`` in turn, each checkpointed under ``with_cp``."""
@@ -194,9 +253,9 @@ class DenseBackbone(BaseModule):
         raise NotImplementedError
 
     def frozen_pyramid(self, stem, downsamples):
-        """``frozen_modules`` of a stem followed by ``self.stages``, stage
-        ``i > 0`` preceded by ``downsamples[i - 1]``: the stem, then each
-        frozen stage with the layer before it and its output norm."""
+        """``frozen_modules`` of a pyramid as ``run_pyramid`` runs it: the
+        stem, then each frozen stage with the layer before it and its
+        output norm."""
         if self.frozen_stages < 0:
             return []
         modules = [stem]
@@ -208,36 +267,18 @@ class DenseBackbone(BaseModule):
                 modules.append(getattr(self, f'norm{i}'))
         return modules
 
-    @staticmethod
-    def split_off(state_dict, prefixes):
-        """``(state_dict without the keys starting with prefixes, those
-        keys)``: a released classifier's tensors that a backbone lacks."""
-        dropped = [k for k in state_dict if k.startswith(prefixes)]
-        return ({k: v for k, v in state_dict.items() if k not in dropped},
-                dropped)
-
     def _freeze_stages(self):
         for module in self.frozen_modules():
             module.eval()
             for param in module.parameters():
                 param.requires_grad = False
 
-    def refuse_to_fold(self, norms):
-        """``DeployError`` unless every norm in ``norms`` is a BatchNorm."""
-        others = {type(n).__name__ for n in norms
-                  if not isinstance(n, _BatchNorm)}
-        if others:
-            raise DeployError(
-                f'{self.name()}: switch_to_deploy folds BatchNorm layers '
-                f'only; this network has {sorted(others)} (norm_cfg). Build it with '
-                f"norm_cfg=dict(type='BN') (or SyncBN) to deploy it.")
-
     def train(self, mode=True):
         if mode and self.deploy and not self.deploy_trains:
             raise DeployError(
-                f'{self.name()}: this network was switched to its deploy form '
-                '(its BatchNorms are folded away) and cannot be trained; build '
-                'it anew, or load the checkpoint again, to train.')
+                f'{self.name()}: this network was switched to its deploy '
+                'form (its BatchNorms are folded away) and cannot be trained; '
+                'build it anew, or load the checkpoint again, to train.')
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
@@ -246,15 +287,44 @@ class DenseBackbone(BaseModule):
                     m.eval()
         return self
 
+    # The deploy form.
+
+    def switch_to_deploy(self):
+        """Fold the BatchNorms that ``folded_norms`` names into the layers
+        next to them, for inference; eval-mode outputs stay the same.
+        Refused, before anything changes, where one of them is not a
+        BatchNorm (``norm_cfg``)."""
+        if self.deploy:
+            return
+        others = {type(n).__name__ for n in self.folded_norms()
+                  if not isinstance(n, _BatchNorm)}
+        if others:
+            raise DeployError(
+                f'{self.name()}: switch_to_deploy folds BatchNorm layers '
+                f'only; this network has {sorted(others)} (norm_cfg). Build '
+                "it with norm_cfg=dict(type='BN') (or SyncBN) to deploy it.")
+        self.fold()
+        self.deploy = True
+        self.eval()
+
+    def folded_norms(self):
+        """The norm layers that ``fold`` removes."""
+        raise NotImplementedError
+
+    def fold(self):
+        """Fold ``folded_norms`` (BatchNorms in eval mode) away."""
+        raise NotImplementedError
+
+    # Weights.
+
     def init_weights(self):
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             if 'checkpoint' not in cfg:
                 raise ArchError(f"{self.name()}: init_cfg=dict(type="
                                 "'Pretrained') needs checkpoint=PATH.")
-            from mmhire.checkpoint import load_pretrained
-            load_pretrained(self, cfg['checkpoint'],
-                            use_ema=cfg.get('use_ema', False))
+            self.load_pretrained(cfg['checkpoint'],
+                                 use_ema=cfg.get('use_ema', False))
         elif cfg is not None:
             super().init_weights()
         else:
@@ -266,11 +336,140 @@ class DenseBackbone(BaseModule):
     def init_from_scratch(self):
         raise NotImplementedError
 
+    @classmethod
+    def from_released(cls, state_dict):
+        """``(state_dict in this backbone's names, the released classifier's
+        keys it left out)``; a state dict in other names comes back as it
+        is."""
+        return state_dict, []
+
+    @classmethod
+    def arch_of(cls, state_dict):
+        """The arch (a dict of some of ``arch_keys``) of this backbone whose
+        tensors, in its own names, these are; empty for anything else."""
+        raise NotImplementedError
+
+    @staticmethod
+    def per_stage(state_dict, pattern, measure, stages=4):
+        """``(blocks of each stage, measure(tensor) of each stage)`` over the
+        keys that match ``pattern``, whose two groups are a stage and a
+        block index; 0 for a stage without such keys. What ``arch_of``
+        reads a state dict with."""
+        depths, values = [0] * stages, [0] * stages
+        for key, value in state_dict.items():
+            m = re.fullmatch(pattern, key)
+            if m:
+                stage = int(m[1])
+                depths[stage] = max(depths[stage], int(m[2]) + 1)
+                values[stage] = measure(value)
+        return tuple(depths), tuple(values)
+
+    @classmethod
+    def recognise(cls, state_dict):
+        """The state dict read as this backbone's: a ``Match`` whose arch is
+        empty where it is not this network's."""
+        state_dict, dropped = cls.from_released(state_dict)
+        return Match(cls, state_dict, dropped, cls.arch_of(state_dict))
+
+    @staticmethod
+    def split_off(state_dict, prefixes):
+        """``(state_dict without the keys starting with prefixes, those
+        keys)``: a released classifier's tensors that a backbone lacks."""
+        dropped = [k for k in state_dict if k.startswith(prefixes)]
+        return ({k: v for k, v in state_dict.items() if k not in dropped},
+                dropped)
+
     def fit_state_dict(self, state_dict):
         """A checkpoint's state dict (in this backbone's names) made to fit
         this instance, for options that change a tensor's form; raise
         ``CheckpointError`` for a file that must not load into it."""
         return state_dict
+
+    def load_pretrained(self, filename, use_ema=False):
+        """Load a checkpoint (released, mmengine's, or a bare state dict)
+        and log one line saying what was loaded. A file of another network
+        or arch, shapes that do not fit, or a file that would leave most of
+        the backbone uninitialised, are errors; the backbone is left
+        untouched."""
+        found, kind = unwrap_state_dict(safe_load(filename), use_ema)
+        network = type(self)
+        _, state_dict, dropped, file_arch = network.recognise(found)
+        expected = self.state_dict()
+        model_arch = network.arch_of(expected)
+        other = None if file_arch else identify(found)
+        if other is not None:
+            raise CheckpointError(
+                f'{filename!r} holds a {other.backbone.describe(other.arch)} '
+                f'network, not a {network.paper_name} one; this backbone is '
+                f'{network.describe(model_arch)}. Use '
+                f'type={other.backbone.__name__!r} or a {network.paper_name} '
+                'checkpoint.')
+        if dropped:
+            kind = f'released ImageNet checkpoint, {kind}'
+        try:
+            state_dict = self.fit_state_dict(state_dict)
+        except CheckpointError as e:
+            raise CheckpointError(f'{filename!r}: {e}') from None
+
+        out_norms = tuple(f'norm{i}.' for i in range(network.num_outs))
+        mismatched = [k for k in state_dict if k in expected
+                      and state_dict[k].shape != expected[k].shape]
+        if mismatched or (file_arch and file_arch != model_arch):
+            example = ''
+            if mismatched:
+                k = mismatched[0]
+                example = (f'; e.g. {k} is {tuple(state_dict[k].shape)} in '
+                           f'the file, {tuple(expected[k].shape)} in the '
+                           'model')
+            raise CheckpointError(
+                f'{filename!r} does not fit this backbone: the file holds '
+                f'arch {network.zoo_name(file_arch)}, the backbone is '
+                f'{network.zoo_name(model_arch)}{example}. Set arch to '
+                'match.')
+        body = [k for k in expected if not k.startswith(out_norms)]
+        missing = [k for k in body if k not in state_dict]
+        if len(missing) * 2 > len(body):
+            raise CheckpointError(
+                f'{filename!r} would leave {len(missing)} of the backbone\'s '
+                f'{len(body)} tensors uninitialised: it is not a '
+                f'{network.paper_name} checkpoint of this arch (its first '
+                f'keys: {list_keys(state_dict, 4)}).')
+
+        loaded = {k: v for k, v in state_dict.items() if k in expected}
+        self.load_state_dict(loaded, strict=False)
+        fresh = sorted({k.split('.')[0] for k in expected
+                        if k.startswith(out_norms) and k not in state_dict})
+        ignored = [k for k in state_dict if k not in expected]
+        message = (f'{self.name()}: loaded {len(loaded)} tensors from '
+                   f'{filename} ({kind}); ')
+        message += (f'backbone tensors not in the file: {list_keys(missing)}'
+                    if missing else 'no backbone tensor missing')
+        if dropped:
+            message += f"; skipped the classifier's {list_keys(dropped)}"
+        if fresh:
+            message += f'; fresh per-output norms: {", ".join(fresh)}'
+        if ignored:
+            message += f'; ignored, not in this backbone: {list_keys(ignored)}'
+        MMLogger.get_current_instance().info(message)
+        return message
+
+
+class Match(NamedTuple):
+    """A state dict read as one backbone's."""
+    backbone: type
+    state_dict: dict  # in the backbone's names
+    dropped: list  # the released classifier's keys, left out
+    arch: dict  # empty where the state dict is not this backbone's
+
+
+def identify(state_dict):
+    """The ``Match`` of the registered backbone whose tensors these are, or
+    ``None``."""
+    for backbone in BACKBONES:
+        match = backbone.recognise(state_dict)
+        if match.arch:
+            return match
+    return None
 
 
 def switch_to_deploy(model):

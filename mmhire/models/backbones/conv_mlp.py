@@ -2,56 +2,41 @@
 as a four-level backbone for dense tasks.
 
 The network is the one behind the authors' released ImageNet checkpoints
-(see ``CONVMLP_ARCHITECTURE.md``), under the same parameter names, and it
+(``docs/conv_mlp.md``), under the same parameter names, and it
 returns the four maps of the authors' detection and segmentation wrapper:
 the tokenizer's output (stride 4), the conv stage's downsampled output
 (stride 8), the first Conv-MLP stage's downsampled output (stride 16) and
 the last stage's output (stride 32). The second Conv-MLP stage's own output
 is not one of them.
 """
+import re
+
 import torch
 import torch.nn as nn
-from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmhire.errors import ArchError
-from mmhire.models.fuse import fold_affine_before, fold_bn_after
-from mmhire.models.fused_ops import conv_act
+from mmhire.models.fold import fold_affine_before
+from mmhire.models.layers import (conv_norm_act, fold_conv_norm, maps,
+                                  run_conv_norm_act, tokens)
+from mmhire.models.registry import register_backbone
 from .base import DenseBackbone
 
 
 def _conv_norm_relu(in_channels, out_channels, kernel_size, stride, norm_cfg):
     """conv (no bias), norm, ReLU: three entries of an indexed Sequential, as
     the released names number them."""
-    return [nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                      kernel_size // 2, bias=False),
-            build_norm_layer(norm_cfg, out_channels)[1],
-            nn.ReLU(inplace=True)]
+    return conv_norm_act(in_channels, out_channels, kernel_size, stride,
+                         kernel_size // 2, norm_cfg)
 
 
 def _run_conv_norm_relu(seq, x, end):
-    """The conv-norm-ReLU triples of ``seq[:end]``; in the deploy form (the
-    norm folded away) each runs as one fused convolution+ReLU."""
+    """The conv-norm-ReLU triples of ``seq[:end]``."""
     for i in range(0, end, 3):
-        conv, norm, act = seq[i], seq[i + 1], seq[i + 2]
-        if isinstance(norm, nn.Identity):
-            x = conv_act(x, conv.weight, conv.bias, 'relu', conv.stride,
-                         conv.padding)
-        else:
-            x = act(norm(conv(x)))
+        x = run_conv_norm_act(seq[i], seq[i + 1], seq[i + 2], x)
     return x
-
-
-def _tokens(x):
-    """(B, C, H, W) channels-last maps -> (B, H, W, C) tokens (a view)."""
-    return x.permute(0, 2, 3, 1)
-
-
-def _maps(x):
-    """(B, H, W, C) tokens -> (B, C, H, W) channels-last maps (a view)."""
-    return x.permute(0, 3, 1, 2)
 
 
 class Tokenizer(nn.Module):
@@ -129,7 +114,7 @@ class MLPBlock(nn.Module):
 
     def forward(self, x):
         x = x + self.drop_path(self.channel_mlp1(self.norm1(x)))
-        x = _tokens(self.connect(_maps(self.connect_norm(x))))
+        x = tokens(self.connect(maps(self.connect_norm(x))))
         return x + self.drop_path(self.channel_mlp2(self.norm2(x)))
 
 
@@ -141,7 +126,7 @@ class TokenDownsample(nn.Module):
         self.downsample = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
 
     def forward(self, x):
-        return _tokens(self.downsample(_maps(x)))
+        return tokens(self.downsample(maps(x)))
 
 
 class MLPStage(nn.Module):
@@ -156,6 +141,7 @@ class MLPStage(nn.Module):
                                if next_channels else nn.Identity())
 
 
+@register_backbone
 class ConvMLP(DenseBackbone):
     """ConvMLP backbone emitting the authors' four maps at strides 4, 8, 16
     and 32 (64/128/256/512 channels for small and medium, 96/192/384/768
@@ -249,20 +235,27 @@ class ConvMLP(DenseBackbone):
                             'first tokenizer convolutions use half), got '
                             f'{arch["stem_channels"]}.')
 
+    def size_steps(self):
+        return [[m for m in self.tokenizer.block
+                 if isinstance(m, (nn.Conv2d, nn.MaxPool2d))],
+                [self.conv_stages.downsample],
+                *([stage.downsample_mlp.downsample]
+                  for stage in self.stages[:2])]
+
     def forward(self, x):
         self.check_input(x)
         # Channels-last memory throughout, so that the Conv-MLP stages'
         # (B, H, W, C) tokens are free views of the maps.
         x = self.tokenizer(x.contiguous(memory_format=torch.channels_last))
-        maps = [x]
+        pyramid = [x]
         x = self.run_blocks(self.conv_stages.conv_blocks, x)
-        maps.append(self.conv_stages.downsample(x))
-        x = _tokens(maps[-1])
+        pyramid.append(self.conv_stages.downsample(x))
+        x = tokens(pyramid[-1])
         for i, stage in enumerate(self.stages):
             x = stage.downsample_mlp(self.run_blocks(stage.blocks, x))
             if i != 1:  # the second stage's output is not one of the maps
-                maps.append(_maps(x))
-        return tuple(self.output(i, maps[i]) for i in self.out_indices)
+                pyramid.append(maps(x))
+        return tuple(self.output(i, pyramid[i]) for i in self.out_indices)
 
     def frozen_modules(self):
         stages = [self.tokenizer, self.conv_stages, *self.stages]
@@ -274,22 +267,23 @@ class ConvMLP(DenseBackbone):
                     and hasattr(self, f'norm{i}')]
         return modules
 
-    def switch_to_deploy(self):
-        """Fold for inference what folds exactly: every BatchNorm into the
-        convolution before it, and the affine part of each block's two
-        pre-MLP LayerNorms into the MLP's first linear layer. The LayerNorm
-        before the depthwise convolution keeps its bias (the convolution
-        pads with zeros, so a folded bias would be wrong at the borders) and
-        the per-output norms stay. Training afterwards is refused."""
-        if self.deploy:
-            return
-        sequences = [self.tokenizer.block, *self.conv_stages.conv_blocks]
-        self.refuse_to_fold([seq[i] for seq in sequences
-                             for i in range(1, len(seq) - 1, 3)])
-        for seq in sequences:
+    def _batch_norm_sequences(self):
+        return [self.tokenizer.block, *self.conv_stages.conv_blocks]
+
+    def folded_norms(self):
+        """Every BatchNorm, each into the convolution before it. The affine
+        parts of each block's two pre-MLP LayerNorms fold too (into the
+        MLP's first linear layer), and the LayerNorm before the depthwise
+        convolution keeps its bias (the convolution pads with zeros, so a
+        folded bias would be wrong at the borders); the per-output norms
+        stay."""
+        return [seq[i] for seq in self._batch_norm_sequences()
+                for i in range(1, len(seq) - 1, 3)]
+
+    def fold(self):
+        for seq in self._batch_norm_sequences():
             for i in range(1, len(seq) - 1, 3):
-                fold_bn_after(seq[i - 1], seq[i])
-                seq[i] = nn.Identity()
+                fold_conv_norm(seq, str(i - 1), str(i))
         for stage in self.stages:
             for block in stage.blocks:
                 for name, mlp in (('norm1', block.channel_mlp1),
@@ -299,8 +293,6 @@ class ConvMLP(DenseBackbone):
                     setattr(block, name, nn.LayerNorm(
                         norm.normalized_shape, norm.eps,
                         elementwise_affine=False))
-        self.deploy = True
-        self.eval()
 
     def init_from_scratch(self):
         """The authors' initialisation."""
@@ -319,7 +311,7 @@ class ConvMLP(DenseBackbone):
     @classmethod
     def from_released(cls, state_dict):
         if not any(k.startswith('tokenizer.block.') for k in state_dict):
-            return None
+            return state_dict, []
         return cls.split_off(state_dict, ('norm.', 'head.'))
 
     @classmethod
@@ -328,21 +320,17 @@ class ConvMLP(DenseBackbone):
         anything else."""
         if 'tokenizer.block.6.weight' not in state_dict:
             return {}
-        depths, channels, ratios = [0] * 3, [0] * 3, [0] * 3
-        conv_blocks = 0
-        for key, value in state_dict.items():
-            parts = key.split('.')
-            if key.startswith('conv_stages.conv_blocks.') and \
-                    parts[3:] == ['0', 'weight']:
-                conv_blocks = max(conv_blocks, int(parts[2]) + 1)
-            if key.startswith('stages.') and parts[4:] == ['connect',
-                                                           'weight']:
-                stage, block = int(parts[1]), int(parts[3])
-                depths[stage] = max(depths[stage], block + 1)
-                channels[stage] = value.shape[0]
-                hidden = state_dict[key.replace(
-                    'connect.weight', 'channel_mlp1.fc1.weight')].shape[0]
-                ratios[stage] = hidden / value.shape[0]
+        block = r'stages\.(\d)\.blocks\.(\d+)\.'
+        depths, channels = cls.per_stage(
+            state_dict, block + r'connect\.weight',
+            lambda weight: weight.shape[0], stages=3)
+        _, hidden = cls.per_stage(
+            state_dict, block + r'channel_mlp1\.fc1\.weight',
+            lambda weight: weight.shape[0], stages=3)
+        conv_blocks = sum(re.fullmatch(r'conv_stages\.conv_blocks\.\d+\.0\.'
+                                       r'weight', key) is not None
+                          for key in state_dict)
         return dict(stem_channels=state_dict['tokenizer.block.6.weight']
-                    .shape[0], conv_blocks=conv_blocks, depths=tuple(depths),
-                    channels=tuple(channels), mlp_ratios=tuple(ratios))
+                    .shape[0], conv_blocks=conv_blocks, depths=depths,
+                    channels=channels, mlp_ratios=tuple(
+                        h / c if c else 0 for h, c in zip(hidden, channels)))

@@ -1,12 +1,10 @@
 """Hire-MLP (Guo et al., CVPR 2022) as a four-level backbone for dense tasks.
 
 The network is the one behind the authors' released ImageNet checkpoints
-(see ``HIRE_MLP_ARCHITECTURE.md``), not the simplified Algorithm A-1 of the
-supplement: each hire module has a bottleneck MLP per axis and fuses its
-three branches with split attention.
+(``docs/hire_mlp.md``), not the simplified Algorithm A-1 of the supplement:
+each hire module has a bottleneck MLP per axis and combines its three
+branches with split attention.
 """
-import re
-from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -17,63 +15,17 @@ from mmengine.model.weight_init import trunc_normal_init
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmhire.errors import ArchError
-from mmhire.models.fuse import fold_bn_after, fold_bn_before
+from mmhire.models.fold import fold_bn_after, fold_bn_before
 from mmhire.models.fused_ops import conv_act, conv_add, fusable
+from mmhire.models.layers import ConvNormAct, PointwiseMLP, maps, tokens
+from mmhire.models.registry import register_backbone
 from .base import DenseBackbone
+from .flat_network_names import released_to_mmhire
 
 ARCH_KEYS = ('depths', 'channels', 'region_sizes', 'shift_sizes',
              'shift_periods')
 _STANDARD = dict(region_sizes=(4, 3, 3, 2), shift_sizes=(2, 2, 1, 1),
                  shift_periods=(2, 2, 3, 2))
-
-
-class ConvNormReLU(nn.Sequential):
-    """The stem and the downsampling layers: conv (with bias), norm, ReLU."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride,
-                 padding, norm_cfg):
-        super().__init__(OrderedDict(
-            conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                           padding),
-            bn=build_norm_layer(norm_cfg, out_channels)[1],
-            act=nn.ReLU(inplace=True)))
-
-    def forward(self, x):
-        if isinstance(self.bn, nn.Identity):  # deploy form: BN folded
-            conv = self.conv
-            return conv_act(x, conv.weight, conv.bias, 'relu', conv.stride,
-                            conv.padding)
-        return super().forward(x)
-
-
-class PointwiseMLP(nn.Module):
-    """Two 1x1 convolutions with a GELU between them. On an (N, C) batch of
-    vectors they run as linear layers: the same weights, without
-    convolution's slow path for 1x1 maps."""
-
-    def __init__(self, in_channels, hidden_channels, out_channels):
-        super().__init__()
-        self.fc1 = nn.Conv2d(in_channels, hidden_channels, 1)
-        self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden_channels, out_channels, 1)
-
-    def forward(self, x):
-        if x.dim() == 2:
-            x = F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)
-            return F.linear(self.act(x), self.fc2.weight.flatten(1),
-                            self.fc2.bias)
-        return self.fc2(self.act(self.fc1(x)))
-
-
-def _tokens(x):
-    """(B, C, H, W) maps -> (B, H, W, C) tokens; a free view of the
-    channels-last maps the backbone works on."""
-    return x.permute(0, 2, 3, 1)
-
-
-def _maps(x):
-    """(B, H, W, C) tokens -> (B, C, H, W) channels-last maps (a view)."""
-    return x.permute(0, 3, 1, 2)
 
 
 def _per_token(norm):
@@ -133,7 +85,8 @@ class RegionMLP(nn.Module):
 
     def forward(self, x):
         """Returns ``(y, roll)``: the branch's output is ``y`` rolled by
-        ``-roll`` along ``dim`` (the fusion applies that roll for free)."""
+        ``-roll`` along ``dim`` (the weighted sum applies that roll for
+        free)."""
         p, dim = self.region_size, self.dim
         B, C = x.shape[:2]
         size = x.shape[dim]
@@ -141,7 +94,7 @@ class RegionMLP(nn.Module):
         positions = torch.arange(groups * p, device=x.device)
         if self.shift or groups * p != size:
             # Padded position j holds position (j - shift) mod size.
-            x = _maps(_tokens(x).index_select(
+            x = maps(tokens(x).index_select(
                 dim - 1, (positions - self.shift) % size))
         kernel = (p, 1) if dim == 2 else (1, p)
         weight = self.fc1.weight.view(-1, C, *kernel)
@@ -152,16 +105,16 @@ class RegionMLP(nn.Module):
                                             stride=kernel)))
         weight = self.fc2.weight.view(C, p, -1).transpose(0, 1)
         bias = self.fc2.bias.view(C, p).t()
-        x = _tokens(F.conv2d(x, weight.reshape(C * p, -1, 1, 1),
-                             bias.reshape(-1)))
+        x = tokens(F.conv2d(x, weight.reshape(C * p, -1, 1, 1),
+                            bias.reshape(-1)))
         if dim == 3:  # (B, H, G, p * C) -> (B, H, G * p, C), cropped
-            return _maps(x.reshape(B, x.shape[1], groups * p, C)[:, :, :size]), \
-                self.shift
+            x = x.reshape(B, x.shape[1], groups * p, C)[:, :, :size]
+            return maps(x), self.shift
         # Position j comes from padded position (j + shift) mod size: token
         # (that % p) of region (that // p); (B, G, W, p, C) -> (B, H, W, C).
         source = (positions[:size] + self.shift) % size
         x = x.reshape(B, groups, x.shape[2], p, C).transpose(2, 3)
-        return _maps(_TokenGather.apply(x, source // p, source % p)), 0
+        return maps(_TokenGather.apply(x, source // p, source % p)), 0
 
 
 def _addcmul_rolled(out, y, weight, roll, dim):
@@ -182,7 +135,7 @@ def _spatial_mean(x):
     """Mean over H and W of channels-last maps, rows first: torch reduces a
     view with gaps between its rows (the width branch's) ten times slower
     in one go."""
-    return _tokens(x).sum(1).sum(1) / (x.shape[2] * x.shape[3])
+    return tokens(x).sum(1).sum(1) / (x.shape[2] * x.shape[3])
 
 
 class HireModule(nn.Module):
@@ -197,7 +150,7 @@ class HireModule(nn.Module):
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x):
-        return self.proj(self.fuse(*self.attend(x)))
+        return self.proj(self.weighted_sum(*self.attend(x)))
 
     def attend(self, x):
         """The three branches and their attention weights, (B, C, 3, 1, 1)."""
@@ -212,7 +165,7 @@ class HireModule(nn.Module):
         return branches, a.view(B, C, 3, 1, 1)
 
     @staticmethod
-    def fuse(branches, a, images=slice(None), rows=slice(None)):
+    def weighted_sum(branches, a, images=slice(None), rows=slice(None)):
         """The attention-weighted sum of the branches (before ``proj``),
         for some images and rows (the height branch comes rolled back
         already, so row tiles need no wrap-around)."""
@@ -246,7 +199,7 @@ class HireBlock(nn.Module):
         branches, a = self.hire.attend(self.norm1(x))
         if self._in_tiles(x):
             return self._forward_tiled(x, branches, a)
-        x = self._add(self.hire.fuse(branches, a), self.hire.proj, x)
+        x = self._add(self.hire.weighted_sum(branches, a), self.hire.proj, x)
         return self._add(self._ffn_hidden(x), self.ffn.fc2, x)
 
     def _in_tiles(self, x):
@@ -262,7 +215,7 @@ class HireBlock(nn.Module):
         for image in range(x.shape[0]):
             for row in range(0, x.shape[2], rows):
                 tile = slice(image, image + 1), slice(row, row + rows)
-                y = self._add(self.hire.fuse(branches, a, *tile),
+                y = self._add(self.hire.weighted_sum(branches, a, *tile),
                               self.hire.proj, x[tile[0], :, tile[1]])
                 out[tile[0], :, tile[1]] = self._add(
                     self._ffn_hidden(y), self.ffn.fc2, y)
@@ -280,6 +233,7 @@ class HireBlock(nn.Module):
         return conv_add(y, conv.weight, conv.bias, x)
 
 
+@register_backbone
 class HireMLP(DenseBackbone):
     """Hire-MLP backbone emitting feature maps at strides 4, 8, 16 and 32.
 
@@ -333,9 +287,11 @@ class HireMLP(DenseBackbone):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
                          norm_eval, with_cp, init_cfg)
         channels = self.arch['channels']
-        self.stem = ConvNormReLU(in_channels, channels[0], 7, 4, 2, norm_cfg)
+        self.stem = ConvNormAct(in_channels, channels[0], 7, 4, 2, norm_cfg,
+                                bias=True)
         self.downsamples = nn.ModuleList(
-            ConvNormReLU(channels[i], channels[i + 1], 3, 2, 1, norm_cfg)
+            ConvNormAct(channels[i], channels[i + 1], 3, 2, 1, norm_cfg,
+                        bias=True)
             for i in range(self.num_outs - 1))
 
         depths = self.arch['depths']
@@ -352,7 +308,6 @@ class HireMLP(DenseBackbone):
 
         if out_norm:
             self.add_out_norms(norm_cfg)
-        self.min_input_size = self._min_input_size()
         self._freeze_stages()
 
     @classmethod
@@ -365,59 +320,40 @@ class HireMLP(DenseBackbone):
                             f'reweighting MLP uses channels // 4), got '
                             f'{arch["channels"]}.')
 
-    @staticmethod
-    def stage_sizes(size):
-        """Feature map side of each stage for an input side of ``size``."""
-        sizes = [(size + 2 * 2 - 7) // 4 + 1]
-        for _ in range(3):
-            sizes.append((sizes[-1] + 2 - 3) // 2 + 1)
-        return sizes
+    def size_steps(self):
+        return [[self.stem.conv], *([d.conv] for d in self.downsamples)]
 
-    def _fits(self, size):
+    def fits(self, sizes):
         # Circular padding can add at most as many tokens as there are.
-        return size >= 3 and all(
+        return min(sizes) > 0 and all(
             (p - n % p) % p <= n
-            for n, p in zip(self.stage_sizes(size), self.arch['region_sizes']))
-
-    def _min_input_size(self):
-        return next(s for s in range(1, 1024) if self._fits(s))
+            for n, p in zip(sizes, self.arch['region_sizes']))
 
     def forward(self, x):
-        self.check_input(x, self.min_input_size)
+        self.check_input(x)
         # Channels-last memory throughout: its 1x1 convolutions run two to
         # three times faster on CPU than on NCHW; the outputs are plain NCHW.
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
-        outs = []
-        for i, stage in enumerate(self.stages):
-            if i:
-                x = self.downsamples[i - 1](x)
-            x = self.run_blocks(stage, x)
-            if i in self.out_indices:
-                outs.append(self.output(i, x))
-        return tuple(outs)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return self.run_pyramid(x, self.stem, self.downsamples)
 
     def frozen_modules(self):
         return self.frozen_pyramid(self.stem, self.downsamples)
 
-    def switch_to_deploy(self):
-        """Fold every BatchNorm inside the network into a convolution next
-        to it, for inference: the stem's and the downsampling layers' into
-        their convolutions, each block's first norm into the three branch
-        projections it feeds, the branch norms into the layer before them
-        and the second norm into the channel MLP. The outputs stay those of
-        the eval-mode network; the per-output norms stay (nothing here
-        follows them). Training afterwards is refused."""
-        if self.deploy:
-            return
-        blocks = [block for stage in self.stages for block in stage]
-        self.refuse_to_fold(
-            [layer.bn for layer in (self.stem, *self.downsamples)] +
-            [norm for b in blocks for norm in (
-                b.norm1, b.norm2, b.hire.branch_h.norm, b.hire.branch_w.norm)])
+    def folded_norms(self):
+        """Every BatchNorm inside the network: the stem's and the
+        downsampling layers' fold into their convolutions, each block's
+        first norm into the three branch projections it feeds, the branch
+        norms into the layer before them and the second norm into the
+        channel MLP. The per-output norms stay (nothing here follows
+        them)."""
+        return [layer.bn for layer in (self.stem, *self.downsamples)] + [
+            norm for b in self._blocks() for norm in (
+                b.norm1, b.norm2, b.hire.branch_h.norm, b.hire.branch_w.norm)]
+
+    def fold(self):
         for layer in (self.stem, *self.downsamples):
-            fold_bn_after(layer.conv, layer.bn)
-            layer.bn = nn.Identity()
-        for block in blocks:
+            layer.fold()
+        for block in self._blocks():
             hire = block.hire
             for conv in (hire.branch_h.fc1, hire.branch_w.fc1, hire.fc_c):
                 fold_bn_before(conv, block.norm1)
@@ -426,8 +362,9 @@ class HireMLP(DenseBackbone):
                 branch.norm = nn.Identity()
             fold_bn_before(block.ffn.fc1, block.norm2)
             block.norm1 = block.norm2 = nn.Identity()
-        self.deploy = True
-        self.eval()
+
+    def _blocks(self):
+        return [block for stage in self.stages for block in stage]
 
     def init_from_scratch(self):
         for m in self.modules():
@@ -438,30 +375,18 @@ class HireMLP(DenseBackbone):
 
     @classmethod
     def from_released(cls, state_dict):
-        """``(state_dict in mmhire's names, classifier keys dropped)`` for a
-        state dict in the released names, else ``None``."""
-        if not any(k.startswith(('network.', 'patch_embed.'))
-                   for k in state_dict):
-            return None
-        converted = {_official_to_mmhire(k): v for k, v in state_dict.items()}
-        converted.pop(None, None)
-        return converted, [k for k in state_dict if _official_to_mmhire(k)
-                           is None]
+        return released_to_mmhire(state_dict, _BLOCK_RENAMES)
 
     @classmethod
     def arch_of(cls, state_dict):
         """Depths and channels of the Hire-MLP whose tensors (in mmhire's
         names) these are; empty for anything else."""
-        depths, channels = [0] * 4, [0] * 4
-        for key, value in state_dict.items():
-            m = re.match(r'stages\.(\d)\.(\d+)\.hire\.fc_c\.weight$', key)
-            if m:
-                stage = int(m[1])
-                depths[stage] = max(depths[stage], int(m[2]) + 1)
-                channels[stage] = value.shape[0]
-        if not any(depths):
-            return {}
-        return dict(depths=tuple(depths), channels=tuple(channels))
+        block = r'stages\.(\d)\.(\d+)\.hire\.'
+        depths, _ = cls.per_stage(state_dict, block + r'branch_h\.fc1\.weight',
+                                  len)
+        _, channels = cls.per_stage(state_dict, block + r'fc_c\.weight',
+                                    len)
+        return dict(depths=depths, channels=channels) if any(depths) else {}
 
 
 _BLOCK_RENAMES = (
@@ -475,27 +400,3 @@ _BLOCK_RENAMES = (
     ('attn.', 'hire.'),
     ('mlp.', 'ffn.'),
 )
-
-
-def _official_to_mmhire(key):
-    """mmhire's name for a key of a released checkpoint; ``None`` for the
-    classifier's final norm and head, which a backbone does not have."""
-    if key.startswith(('norm.', 'head.')):
-        return None
-    m = re.fullmatch(r'patch_embed\.(proj|norm)\.(.+)', key)
-    if m:
-        return f"stem.{'conv' if m[1] == 'proj' else 'bn'}.{m[2]}"
-    m = re.fullmatch(r'network\.(\d+)\.(.+)', key)
-    if not m:
-        return key
-    index, rest = int(m[1]), m[2]
-    if index % 2:  # downsampling layer between stage index//2 and the next
-        layer, tail = rest.split('.', 1)
-        layer = {'proj': 'conv', 'norm': 'bn'}.get(layer, layer)
-        return f'downsamples.{index // 2}.{layer}.{tail}'
-    block, rest = rest.split('.', 1)
-    for old, new in _BLOCK_RENAMES:
-        if rest.startswith(old):
-            rest = new + rest[len(old):]
-            break
-    return f'stages.{index // 2}.{block}.{rest}'

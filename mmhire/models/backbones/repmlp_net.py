@@ -3,7 +3,7 @@ Re-parameterized Locality", CVPR 2022) as a four-level backbone for dense
 tasks.
 
 The network is the one behind the authors' released ImageNet checkpoints
-(see ``REPMLPNET_ARCHITECTURE.md``), under the same parameter names, so
+(``docs/repmlp_net.md``), under the same parameter names, so
 their files load as they are. Two things differ from their code, both only
 where a map holds more than one FC patch (every detection and segmentation
 size):
@@ -17,7 +17,6 @@ size):
   stays equal to the training form.
 """
 import re
-from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -26,26 +25,13 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 
 from mmhire.errors import ArchError, CheckpointError
-from mmhire.models.fuse import bn_affine
+from mmhire.models.fold import bn_affine
+from mmhire.models.layers import ConvNormAct
+from mmhire.models.registry import register_backbone
 from .base import DenseBackbone
 
 LOCAL_KERNELS = (1, 3)  # the Local Perceptron's branches, as released
 EMBED_KERNELS = (2, 3, 5)
-
-
-class ConvNorm(nn.Sequential):
-    """conv (no bias), norm; with ``act``, a ReLU after them. The names
-    ``conv``/``bn``/``relu`` are the released ones."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride,
-                 padding, norm_cfg, groups=1, act=False):
-        layers = OrderedDict(
-            conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                           padding, groups=groups, bias=False),
-            bn=build_norm_layer(norm_cfg, out_channels)[1])
-        if act:
-            layers['relu'] = nn.ReLU(inplace=True)
-        super().__init__(layers)
 
 
 class GlobalPerceptron(nn.Module):
@@ -100,9 +86,9 @@ class RepMLPBlock(nn.Module):
         else:
             self.fc3_bn = build_norm_layer(norm_cfg, sharesets)[1]
             for k in LOCAL_KERNELS:
-                self.add_module(f'repconv{k}', ConvNorm(
+                self.add_module(f'repconv{k}', ConvNormAct(
                     sharesets, sharesets, k, 1, k // 2, norm_cfg,
-                    groups=sharesets))
+                    groups=sharesets, act=False))
 
     @property
     def local_branches(self):
@@ -184,9 +170,11 @@ class FFNBlock(nn.Module):
     def __init__(self, channels, norm_cfg, ratio=4):
         super().__init__()
         hidden = channels * ratio
-        self.ffn_fc1 = ConvNorm(channels, hidden, 1, 1, 0, norm_cfg)
+        self.ffn_fc1 = ConvNormAct(channels, hidden, 1, 1, 0, norm_cfg,
+                                   act=False)
         self.act = nn.GELU()
-        self.ffn_fc2 = ConvNorm(hidden, channels, 1, 1, 0, norm_cfg)
+        self.ffn_fc2 = ConvNormAct(hidden, channels, 1, 1, 0, norm_cfg,
+                                   act=False)
 
     def forward(self, x):
         return self.ffn_fc2(self.act(self.ffn_fc1(x)))
@@ -214,11 +202,11 @@ class RepMLPUnit(nn.Module):
 def _embedding(in_channels, out_channels, kernel_size, norm_cfg):
     """The stride-2 embedding between stages: the released 2x2 one, or the
     3x3/5x5 one of the paper's Cityscapes experiments (padding k // 2)."""
-    return ConvNorm(in_channels, out_channels, kernel_size, 2,
-                    kernel_size // 2 if kernel_size > 2 else 0, norm_cfg,
-                    act=True)
+    return ConvNormAct(in_channels, out_channels, kernel_size, 2,
+                       kernel_size // 2 if kernel_size > 2 else 0, norm_cfg)
 
 
+@register_backbone
 class RepMLPNet(DenseBackbone):
     """RepMLPNet backbone emitting the four stage maps, taken before each
     embedding, at strides 4, 8, 16 and 32.
@@ -293,8 +281,8 @@ class RepMLPNet(DenseBackbone):
                             f'{EMBED_KERNELS}, got {embed_kernel!r}.')
         self.embed_kernel = embed_kernel
         channels, depths = self.arch['channels'], self.arch['depths']
-        self.conv_embedding = ConvNorm(in_channels, channels[0], 4, 4, 0,
-                                       norm_cfg, act=True)
+        self.conv_embedding = ConvNormAct(in_channels, channels[0], 4, 4, 0,
+                                          norm_cfg)
         rates = iter(torch.linspace(0, drop_path_rate, sum(depths)).tolist())
         self.stages = nn.ModuleList(
             nn.Sequential(*(
@@ -309,7 +297,6 @@ class RepMLPNet(DenseBackbone):
         if out_norm:
             self.add_out_norms(norm_cfg)
         self.deploy = deploy
-        self.min_input_size = self._min_input_size()
         self._freeze_stages()
 
     @classmethod
@@ -324,28 +311,12 @@ class RepMLPNet(DenseBackbone):
                     f'its sharesets; got channels {arch["channels"]}, '
                     f'sharesets {arch["sharesets"]}.')
 
-    def _map_sizes(self, size):
-        sizes = [size // 4]
-        for embed in self.embeds:
-            conv = embed.conv
-            sizes.append((sizes[-1] + 2 * conv.padding[0] -
-                          conv.kernel_size[0]) // conv.stride[0] + 1)
-        return sizes
-
-    def _min_input_size(self):
-        return next(s for s in range(4, 1024) if min(self._map_sizes(s)) > 0)
+    def size_steps(self):
+        return [[self.conv_embedding.conv], *([e.conv] for e in self.embeds)]
 
     def forward(self, x):
-        self.check_input(x, self.min_input_size)
-        x = self.conv_embedding(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = self.run_blocks(stage, x)
-            if i in self.out_indices:
-                outs.append(self.output(i, x))
-            if i < len(self.embeds):
-                x = self.embeds[i](x)
-        return tuple(outs)
+        self.check_input(x)
+        return self.run_pyramid(x, self.conv_embedding, self.embeds)
 
     def frozen_modules(self):
         return self.frozen_pyramid(self.conv_embedding, self.embeds)
@@ -353,20 +324,16 @@ class RepMLPNet(DenseBackbone):
     def blocks(self):
         return [unit.repmlp_block for stage in self.stages for unit in stage]
 
-    def switch_to_deploy(self):
+    def folded_norms(self):
         """Locality Injection in every block: the Local Perceptron and the
         FC's BatchNorm become part of ``fc3``, as in the authors' converted
-        files (every other BatchNorm stays). Eval-mode outputs are
-        unchanged."""
-        if self.deploy:
-            return
-        blocks = self.blocks()
-        self.refuse_to_fold([norm for b in blocks for norm in (
-            b.fc3_bn, *(branch.bn for branch in b.local_branches))])
-        for block in blocks:
+        files (every other BatchNorm stays)."""
+        return [norm for b in self.blocks() for norm in (
+            b.fc3_bn, *(branch.bn for branch in b.local_branches))]
+
+    def fold(self):
+        for block in self.blocks():
             block.local_inject()
-        self.deploy = True
-        self.eval()
 
     def init_from_scratch(self):
         """Nothing to do: the authors train from PyTorch's default
@@ -414,32 +381,25 @@ class RepMLPNet(DenseBackbone):
             state_dict = {_mmpretrain_to_official(k): v
                           for k, v in state_dict.items()}
         elif not any(k.startswith('conv_embedding.') for k in state_dict):
-            return None
+            return state_dict, []
         return cls.split_off(state_dict, ('head.', 'head_norm.'))
 
     @classmethod
     def arch_of(cls, state_dict):
         """The arch of the RepMLPNet whose tensors these are; empty for
         anything else."""
-        depths, channels = [0] * 4, [0] * 4
-        patches, sharesets = [0] * 4, [0] * 4
-        for key, value in state_dict.items():
-            m = re.fullmatch(r'stages\.(\d)\.(\d+)\.repmlp_block\.fc3\.weight',
-                             key)
-            if not m:
-                continue
-            stage = int(m[1])
-            depths[stage] = max(depths[stage], int(m[2]) + 1)
-            area = value.shape[1]
-            patches[stage] = round(area ** 0.5)
-            sharesets[stage] = value.shape[0] // area
-            channels[stage] = state_dict[
-                key.replace('repmlp_block.fc3.weight', 'prebn1.weight')
-            ].shape[0]
+        fc3 = r'stages\.(\d)\.(\d+)\.repmlp_block\.fc3\.weight'
+        depths, patches = cls.per_stage(  # fc3: (S * area, area, 1, 1)
+            state_dict, fc3, lambda weight: round(weight.shape[1] ** 0.5))
+        _, sharesets = cls.per_stage(
+            state_dict, fc3, lambda weight: weight.shape[0] // weight.shape[1])
+        _, channels = cls.per_stage(
+            state_dict, r'stages\.(\d)\.(\d+)\.prebn1\.weight',
+            lambda weight: weight.shape[0])
         if not any(depths):
             return {}
-        return dict(depths=tuple(depths), channels=tuple(channels),
-                    patch_sizes=tuple(patches), sharesets=tuple(sharesets))
+        return dict(depths=depths, channels=channels, patch_sizes=patches,
+                    sharesets=sharesets)
 
 
 _MMPRETRAIN_RENAMES = (

@@ -1,5 +1,5 @@
 """A straightforward Hire-MLP, written line by line from
-``HIRE_MLP_ARCHITECTURE.md`` with the released checkpoints' parameter names.
+``docs/hire_mlp.md`` with the released checkpoints' parameter names.
 
 It is the equivalence oracle of the tests (mmhire's backbone must match it
 bit for bit after checkpoint conversion) and the baseline of the benchmark.
@@ -106,11 +106,12 @@ class ConvBN(nn.Module):
 
 
 class ReferenceHireMLP(nn.Module):
-    """The ImageNet classifier; ``forward_features`` gives the four stages."""
+    """The ImageNet classifier; ``forward_features`` (``dense_maps``) gives
+    the four stages. ``arch`` is a released name or (depths, dims)."""
 
     def __init__(self, arch='small', num_classes=1000):
         super().__init__()
-        depths, dims = ARCHS[arch]
+        depths, dims = ARCHS[arch] if isinstance(arch, str) else arch
         self.patch_embed = ConvBN(3, dims[0], 7, 4, 2)
         network = []
         for i in range(4):
@@ -132,6 +133,8 @@ class ReferenceHireMLP(nn.Module):
             if i % 2 == 0:
                 outs.append(x)
         return outs
+
+    dense_maps = forward_features
 
     def forward(self, x):
         x = self.norm(self.forward_features(x)[-1])

@@ -1,5 +1,5 @@
 """A transcription of the RepMLPNet authors' ``repmlpnet.py``, written from
-``REPMLPNET_ARCHITECTURE.md`` in their layout (fc3 as a grouped 1x1
+``docs/repmlp_net.md`` in their layout (fc3 as a grouped 1x1
 convolution over partition rows, the Local Perceptron on the same rows) with
 their parameter names.
 

@@ -1,28 +1,20 @@
 """ConvMLP: the released network exactly (against an independent transcription
-of the authors' code), the authors' four maps, checkpoints of every kind, the
-deploy form and the constructor arguments shared with HireMLP."""
+of the authors' code) at the real sizes, the authors' four maps, their
+detection files, the deploy form's folds, and what the arch and the stages
+mean here. The contract every backbone meets is in test_contract.py."""
 import copy
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ROOT, check_with_cp_matches, randomize_norms
+from cases import CONV_MLP as TINY
+from conftest import pretrained, randomize_norms, relative_error
 from mmengine.analysis import get_model_complexity_info
-from reference_convmlp import ReferenceConvMLP
-from reference_hire_mlp import ReferenceHireMLP
+from reference.conv_mlp import ReferenceConvMLP
 
 from mmhire.checkpoint import CheckpointError
 from mmhire.errors import ArchError, DeployError
-from mmhire.models import ConvMLP, HireMLP, switch_to_deploy
-
-TINY = dict(stem_channels=16, conv_blocks=1, depths=(2, 3, 1),
-            channels=(16, 32, 48), mlp_ratios=(2, 2, 1.5))
-
-
-def relative_error(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
+from mmhire.models import ConvMLP, switch_to_deploy
 
 
 def released_file(path, arch='small', seed=0):
@@ -33,13 +25,6 @@ def released_file(path, arch='small', seed=0):
     reference = randomize_norms(ReferenceConvMLP(arch)).eval()
     torch.save(reference.state_dict(), path)
     return reference
-
-
-def pretrained(path, arch='small', **kwargs):
-    backbone = ConvMLP(arch, init_cfg=dict(type='Pretrained',
-                                           checkpoint=str(path)), **kwargs)
-    backbone.init_weights()
-    return backbone.eval()
 
 
 @pytest.mark.real_size
@@ -60,7 +45,7 @@ def test_parameters_and_flops_match_the_released_network(arch, params, flops):
     ('large', [(97, 131)])])
 def test_released_file_gives_the_authors_four_maps(tmp_path, arch, sizes):
     reference = released_file(tmp_path / f'convmlp_{arch}.pth', arch)
-    backbone = pretrained(tmp_path / f'convmlp_{arch}.pth', arch)
+    backbone = pretrained(ConvMLP, arch, tmp_path / f'convmlp_{arch}.pth')
     for size in sizes:
         x = torch.randn(2, 3, *size)
         with torch.no_grad():
@@ -82,19 +67,6 @@ def test_pyramid_at_an_odd_size():
     assert [o.shape[2] for o in one_pixel] == [1, 1, 1, 1]
 
 
-def test_load_reports_one_line_naming_the_skipped_classifier(tmp_path):
-    released_file(tmp_path / 'convmlp_s_imagenet.pth')
-    from mmhire.checkpoint import load_pretrained
-    message = load_pretrained(ConvMLP('small', out_norm=True),
-                              tmp_path / 'convmlp_s_imagenet.pth')
-    assert 'ConvMLP: loaded 180 tensors' in message  # 184 less 4
-    assert 'released ImageNet checkpoint, bare state dict' in message
-    assert 'no backbone tensor missing' in message
-    assert ("skipped the classifier's norm.weight, norm.bias, head.weight, "
-            'head.bias') in message
-    assert 'fresh per-output norms: norm0, norm1, norm2, norm3' in message
-
-
 def test_downstream_and_own_checkpoints_load(tmp_path):
     torch.manual_seed(1)
     source = randomize_norms(ConvMLP(TINY))
@@ -106,12 +78,12 @@ def test_downstream_and_own_checkpoints_load(tmp_path):
         tmp_path / 'retinanet_convmlp_coco.pth')
     torch.save(source.state_dict(), tmp_path / 'bare.pth')
     for name in ('retinanet_convmlp_coco.pth', 'bare.pth'):
-        loaded = pretrained(tmp_path / name, TINY)
+        loaded = pretrained(ConvMLP, TINY, tmp_path / name)
         for key, value in source.state_dict().items():
             assert torch.equal(loaded.state_dict()[key], value), key
 
 
-def test_another_variant_or_network_is_refused_naming_both(tmp_path):
+def test_another_variant_is_refused_naming_both(tmp_path):
     released_file(tmp_path / 'convmlp_s.pth')
     medium = ConvMLP('medium', init_cfg=dict(
         type='Pretrained', checkpoint=str(tmp_path / 'convmlp_s.pth')))
@@ -120,35 +92,6 @@ def test_another_variant_or_network_is_refused_naming_both(tmp_path):
                        match="holds arch 'small', the backbone is 'medium'"):
         medium.init_weights()
     assert torch.equal(before, medium.tokenizer.block[0].weight)
-
-    torch.save({'model': ReferenceHireMLP('tiny').state_dict()},
-               tmp_path / 'hire_mlp_tiny.pth')
-    with pytest.raises(CheckpointError, match=(
-            "holds a Hire-MLP 'tiny' network, not a ConvMLP one; this "
-            "backbone is ConvMLP 'small'")):
-        pretrained(tmp_path / 'hire_mlp_tiny.pth')
-    with pytest.raises(CheckpointError, match=(
-            "holds a ConvMLP 'small' network, not a Hire-MLP one; this "
-            "backbone is Hire-MLP 'tiny'")):
-        HireMLP('tiny', init_cfg=dict(
-            type='Pretrained', checkpoint=str(tmp_path / 'convmlp_s.pth'))
-        ).init_weights()
-
-
-def test_convert_checkpoint_tool(tmp_path):
-    reference = released_file(tmp_path / 'convmlp_s_imagenet.pth')
-    result = subprocess.run(
-        [sys.executable, str(ROOT / 'tools/convert_checkpoint.py'),
-         str(tmp_path / 'convmlp_s_imagenet.pth'), str(tmp_path / 'c.pth')],
-        capture_output=True, text=True, check=True)
-    assert "ConvMLP, arch 'small'" in result.stdout
-    assert '180 backbone tensors' in result.stdout
-    assert 'dropped norm.weight, norm.bias, head.weight, head.bias' \
-        in result.stdout
-    clean = torch.load(tmp_path / 'c.pth', weights_only=True)
-    assert clean['meta']['network'] == 'ConvMLP'
-    assert clean['state_dict']['stages.1.blocks.3.connect.weight'].equal(
-        reference.stages[1].blocks[3].connect.weight)
 
 
 @pytest.mark.real_size
@@ -200,25 +143,13 @@ def test_frozen_stages(frozen):
     assert model.tokenizer.block[1].training == (frozen < 0)
 
 
-def test_norm_eval_and_bad_arguments():
-    model = ConvMLP(TINY, norm_eval=True).train()
-    assert not any(m.training for m in model.modules()
-                   if isinstance(m, nn.BatchNorm2d))
-    with pytest.raises(ArchError, match="unknown arch 'tiny'.*'small', "
-                       "'medium', 'large'"):
-        ConvMLP('tiny')
+def test_bad_arch_is_a_clear_error():
     with pytest.raises(ArchError, match="arch\\['depths'\\] must be 3 ints"):
         ConvMLP({**TINY, 'depths': (1, 2)})
     with pytest.raises(ArchError, match='stem_channels must be even'):
         ConvMLP({**TINY, 'stem_channels': 15})
-    with pytest.raises(ArchError, match='frozen_stages must be in -1..4'):
-        ConvMLP(TINY, frozen_stages=5)
-
-
-def test_with_cp_gives_the_same_outputs_gradients_and_statistics():
-    torch.manual_seed(0)
-    check_with_cp_matches(ConvMLP(TINY, drop_path_rate=0.).train(),
-                          torch.randn(2, 3, 40, 56))
+    with pytest.raises(ArchError, match='mlp_ratios'):
+        ConvMLP({**TINY, 'mlp_ratios': (2, 0, 1)})
 
 
 def test_syncbn_only_where_batchnorm_is():

@@ -1,18 +1,29 @@
+"""Hire-MLP: the released network exactly (against an independent
+transcription of the authors' code, forward and backward), their files'
+names and shapes, the deploy form's folds, inference in tiles, and what the
+arch and the per-output norms mean here. The contract every backbone meets
+is in test_contract.py."""
 import json
 
 import pytest
 import torch
-from conftest import ROOT, randomize_norms
+from cases import HIRE_MLP as TINY
+from conftest import ROOT, max_relative_error, pretrained, randomize_norms
 from mmengine.analysis import get_model_complexity_info
-from reference_hire_mlp import ReferenceHireMLP
+from reference.hire_mlp import ReferenceHireMLP
 
-from mmhire.checkpoint import backbone_state_dict
+from mmhire.checkpoint import CheckpointError
 from mmhire.errors import DeployError
 from mmhire.models import HireMLP, switch_to_deploy
 
+# The parameter names and shapes of the four released files.
 SHAPES = json.loads(
-    (ROOT.parent / 'shared/reference/official_hire_mlp_state_dict_shapes.json'
-     ).read_text())
+    (ROOT / 'tests/data/hire_mlp_released_shapes.json').read_text())
+
+
+def converted(state_dict):
+    """A released state dict in mmhire's names."""
+    return HireMLP.from_released(state_dict)[0]
 
 
 def strides_of(outs, size):
@@ -42,25 +53,22 @@ def test_parameters_and_flops_match_the_released_network(arch, params, flops):
 
 @pytest.mark.parametrize('arch', ['tiny', 'small', 'base', 'large'])
 def test_converted_reference_names_and_shapes_fill_the_backbone(arch):
-    state_dict = {k: torch.zeros(v) for k, v in SHAPES[arch].items()}
-    converted = backbone_state_dict({'model': state_dict})[0]
+    ours, dropped = HireMLP.from_released(
+        {k: torch.zeros(v) for k, v in SHAPES[arch].items()})
     model = HireMLP(arch, out_norm=False)
     expected = model.state_dict()
-    assert sorted(converted) == sorted(expected)
-    assert all(converted[k].shape == expected[k].shape for k in expected)
-    assert len(SHAPES[arch]) - len(converted) == 7  # classifier norm + head
-
-
-def max_relative_error(ours, theirs):
-    return max(((a - b).abs().max() / b.abs().max()).item()
-               for a, b in zip(ours, theirs))
+    assert sorted(ours) == sorted(expected)
+    assert all(ours[k].shape == expected[k].shape for k in expected)
+    assert len(dropped) == 7  # the classifier's norm and head
+    assert HireMLP.arch_of(ours) == dict(
+        depths=HireMLP.arch_zoo[arch]['depths'],
+        channels=HireMLP.arch_zoo[arch]['channels'])
 
 
 def reference_and_ours(arch='tiny', **kwargs):
     reference = randomize_norms(ReferenceHireMLP(arch))
     model = HireMLP(arch, out_norm=False, **kwargs)
-    model.load_state_dict(backbone_state_dict({'model':
-                                               reference.state_dict()})[0])
+    model.load_state_dict(converted(reference.state_dict()))
     return reference, model
 
 
@@ -86,16 +94,15 @@ def test_same_training_step_as_the_reference_network():
     assert max_relative_error(model(x), reference.forward_features(x)) < 1e-12
     sum((o * o).mean() for o in model(x)).backward()
     sum((o * o).mean() for o in reference.forward_features(x)).backward()
-    grads = backbone_state_dict({'model': {
-        k: p.grad for k, p in reference.named_parameters()
-        if p.grad is not None}})[0]
+    grads = converted({k: p.grad for k, p in reference.named_parameters()
+                       if p.grad is not None})
     # The conv biases in front of the stem's and downsamplers' training-mode
     # BN have a true gradient of zero: only rounding noise to compare there.
     grads = {k: g for k, g in grads.items() if not k.endswith('conv.bias')}
     ours = dict(model.named_parameters())
     assert max(((ours[k].grad - g).abs().max() / g.abs().max()).item()
                for k, g in grads.items()) < 1e-10
-    stats = backbone_state_dict({'model': reference.state_dict()})[0]
+    stats = converted(reference.state_dict())
     assert max((model.state_dict()[k] - v).abs().max().item()
                for k, v in stats.items() if 'running' in k) < 1e-12
 
@@ -136,9 +143,9 @@ def test_inference_in_tiles_gives_the_same_outputs(monkeypatch, tile_tokens):
     assert max_relative_error(tiled_deploy, theirs) < 1e-4
 
 
-def test_group_norm_runs_whole_and_is_not_folded(monkeypatch, tiny_arch):
+def test_group_norm_runs_whole_and_is_not_folded(monkeypatch):
     from mmhire.models.backbones.hire_mlp import HireBlock
-    model = HireMLP(tiny_arch, norm_cfg=dict(type='GN', num_groups=2)).eval()
+    model = HireMLP(TINY, norm_cfg=dict(type='GN', num_groups=2)).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         whole = model(x)
@@ -150,8 +157,8 @@ def test_group_norm_runs_whole_and_is_not_folded(monkeypatch, tiny_arch):
         model.switch_to_deploy()
 
 
-def test_deploy_keeps_the_per_output_norms(tiny_arch):
-    model = randomize_norms(HireMLP(tiny_arch)).eval()
+def test_deploy_keeps_the_per_output_norms():
+    model = randomize_norms(HireMLP(TINY)).eval()
     model.switch_to_deploy()
     norms = {n for n, m in model.named_modules()
              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
@@ -163,63 +170,43 @@ def test_deploy_keeps_the_per_output_norms(tiny_arch):
     ((35, 61), [(9, 15), (5, 8), (3, 4), (2, 2)]),
     ((100, 33), [(25, 8), (13, 4), (7, 2), (4, 1)]),
 ])
-def test_odd_and_tiny_inputs(tiny_arch, size, expected):
-    model = HireMLP(tiny_arch).eval()
+def test_odd_and_tiny_inputs(size, expected):
+    model = HireMLP(TINY).eval()
     with torch.no_grad():
         outs = model(torch.randn(1, 3, *size))
     assert [tuple(o.shape[2:]) for o in outs] == expected
-
-
-def test_too_small_input_is_a_clear_error(tiny_arch):
-    model = HireMLP(tiny_arch).eval()
+    # Circular padding to whole regions cannot add more tokens than a map
+    # has: the smallest input whose every map allows it.
     assert model.min_input_size == 19
-    model(torch.randn(1, 3, 19, 19))
-    with pytest.raises(ValueError, match='at least 19x19'):
-        model(torch.randn(1, 3, 18, 64))
-    with pytest.raises(ValueError, match=r'expected an \(N, 3, H, W\)'):
-        model(torch.randn(1, 1, 64, 64))
 
 
-def test_out_indices_and_their_norms(tiny_arch):
-    model = HireMLP(tiny_arch, out_indices=(3, 1))
+def test_out_indices_have_their_norms():
+    model = HireMLP(TINY, out_indices=(3, 1))
     outs = model(torch.randn(2, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == [32, 64]
     assert strides_of(outs, 64) == [8, 32]
     norms = {n.split('.')[0] for n, _ in model.named_parameters()
              if n.startswith('norm')}
     assert norms == {'norm1', 'norm3'}
     assert not any(n.startswith('norm') for n, _ in HireMLP(
-        tiny_arch, out_norm=False).named_parameters())
+        TINY, out_norm=False).named_parameters())
     # Every parameter takes part in the loss: DDP finds none unused.
     sum(o.sum() for o in outs).backward()
     assert all(p.grad is not None for p in model.parameters())
 
 
 @pytest.mark.parametrize('arch,message', [
-    ('huge', "unknown arch 'huge'.*'tiny', 'small', 'base', 'large'"),
-    (dict(depths=(2, 2, 2, 2)), 'exactly the keys'),
-    (dict(depths=(2, 2, 2), channels=(8, 8, 8, 8), region_sizes=(4, 3, 3, 2),
-          shift_sizes=(2, 2, 1, 1), shift_periods=(2, 2, 3, 2)),
-     r"arch\['depths'\] must be 4 ints"),
-    (dict(depths=(2, 2, 2, 2), channels=(8, 8, 8, 8), region_sizes=(4, 0, 3, 2),
-          shift_sizes=(2, 2, 1, 1), shift_periods=(2, 2, 3, 2)),
+    ({**TINY, 'depths': (2, 2, 2)}, r"arch\['depths'\] must be 4 ints"),
+    ({**TINY, 'region_sizes': (4, 0, 3, 2)},
      r"arch\['region_sizes'\] must be 4 ints >= 1"),
-    (['tiny'], 'must be a dict'),
+    ({**TINY, 'channels': (16, 32, 2, 64)}, 'at least 4'),
 ])
 def test_bad_arch_is_a_clear_error(arch, message):
     with pytest.raises(ValueError, match=message):
         HireMLP(arch)
 
 
-def test_bad_out_indices_and_frozen_stages():
-    with pytest.raises(ValueError, match='subset of 0..3'):
-        HireMLP('tiny', out_indices=(0, 4))
-    with pytest.raises(ValueError, match='frozen_stages'):
-        HireMLP('tiny', frozen_stages=5)
-
-
-def test_custom_arch_shifts_each_block_by_its_period(tiny_arch):
-    model = HireMLP(tiny_arch)
+def test_custom_arch_shifts_each_block_by_its_period():
+    model = HireMLP(TINY)
     shifts = [[block.hire.branch_h.shift for block in stage]
               for stage in model.stages]
     assert shifts == [[0, 2], [0, 2], [0, 1, 2], [0, 1]]
@@ -227,68 +214,24 @@ def test_custom_arch_shifts_each_block_by_its_period(tiny_arch):
             for stage in model.stages] == [4, 3, 3, 2]
 
 
-def test_drop_path_rises_linearly_over_all_blocks(tiny_arch):
-    model = HireMLP(tiny_arch, drop_path_rate=0.4)
+def test_drop_path_rises_linearly_over_all_blocks():
+    model = HireMLP(TINY, drop_path_rate=0.4)
     rates = [getattr(b.drop_path, 'drop_prob', 0.) for s in model.stages
              for b in s]
     assert rates == pytest.approx(torch.linspace(0, 0.4, 9).tolist())
 
 
-def bn_state(module):
-    return {k: v.clone() for k, v in module.state_dict().items()
-            if 'running' in k or 'num_batches' in k}
-
-
 @pytest.mark.parametrize('frozen', [0, 2])
-def test_frozen_stages(tiny_arch, frozen):
-    model = HireMLP(tiny_arch, frozen_stages=frozen)
-    model.train()
-    frozen_modules = model.frozen_modules()
-    assert frozen_modules[0] is model.stem
-    assert len(frozen_modules) == 1 + 3 * frozen - (frozen > 0)
-    before = [bn_state(m) for m in frozen_modules]
-    sum(o.sum() for o in model(torch.randn(2, 3, 64, 64))).backward()
-    for module, stats in zip(frozen_modules, before):
-        assert not module.training
-        for p in module.parameters():
-            assert not p.requires_grad and p.grad is None
-        after = bn_state(module)
-        assert all(torch.equal(stats[k], after[k]) for k in stats)
-    assert model.stages[frozen].training
-    assert all(p.grad is not None for p in model.stages[frozen].parameters())
+def test_frozen_stages_are_the_stem_and_the_first_stages(frozen):
+    modules = HireMLP(TINY, frozen_stages=frozen).frozen_modules()
+    assert modules[0].conv.kernel_size == (7, 7)  # the stem
+    # Each stage with its norm, and the downsampling before all but the
+    # first.
+    assert len(modules) == 1 + 3 * frozen - (frozen > 0)
 
 
-def test_norm_eval_keeps_every_norm_in_eval_mode(tiny_arch):
-    model = HireMLP(tiny_arch, norm_eval=True).train()
-    norms = [m for m in model.modules()
-             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    assert norms and not any(m.training for m in norms)
-    assert model.stages[0][0].ffn.training
-
-
-def test_with_cp_gives_the_same_outputs_gradients_and_statistics(tiny_arch):
-    torch.manual_seed(1)
-    plain = HireMLP(tiny_arch, drop_path_rate=0.)
-    checkpointed = HireMLP(tiny_arch, drop_path_rate=0., with_cp=True)
-    checkpointed.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 64, 64)
-    results = []
-    for model in (plain, checkpointed):
-        inp = x.clone().requires_grad_()
-        outs = model.train()(inp)
-        sum((o * o).sum() for o in outs).backward()
-        results.append((outs, inp.grad,
-                        {n: p.grad for n, p in model.named_parameters()},
-                        bn_state(model)))
-    (o1, gx1, g1, s1), (o2, gx2, g2, s2) = results
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(o1, o2))
-    assert torch.allclose(gx1, gx2, atol=1e-5)
-    assert all(torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-4) for n in g1)
-    assert all(torch.equal(s1[k], s2[k]) for k in s1)
-
-
-def test_syncbn_is_used_for_every_norm(tiny_arch):
-    model = HireMLP(tiny_arch, norm_cfg=dict(type='SyncBN'))
+def test_syncbn_is_used_for_every_norm():
+    model = HireMLP(TINY, norm_cfg=dict(type='SyncBN'))
     norms = [m for m in model.modules()
              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)
@@ -311,3 +254,48 @@ def test_fused_inference_kernels_match_the_plain_ops():
         x, fc1.weight, fc1.bias, stride=(2, 1))), atol=1e-5)
     assert torch.allclose(added, x + torch.nn.functional.conv2d(
         x, fc2.weight[:, :16], fc2.bias), atol=1e-5)
+
+
+# The authors' files.
+
+def released_file(path, arch='tiny'):
+    """A bare state dict in the released names, of a reference with
+    non-trivial BatchNorms."""
+    reference = randomize_norms(ReferenceHireMLP(arch))
+    torch.save({'model': reference.state_dict()}, path)
+    return reference
+
+
+def test_released_names_map_to_their_modules(tmp_path):
+    released = released_file(tmp_path / 'hire_mlp_tiny.pth').state_dict()
+    ours = pretrained(HireMLP, 'tiny', tmp_path / 'hire_mlp_tiny.pth',
+                      out_norm=False).state_dict()
+    assert torch.equal(ours['stages.2.3.hire.branch_w.fc1.weight'],
+                       released['network.4.3.attn.mlp_w1.weight'])
+    assert torch.equal(ours['downsamples.1.bn.running_var'],
+                       released['network.3.norm.running_var'])
+    assert torch.equal(ours['stem.conv.bias'],
+                       released['patch_embed.proj.bias'])
+
+
+def test_load_reports_one_line(tmp_path):
+    released_file(tmp_path / 'r.pth')
+    message = HireMLP('tiny', out_indices=(1, 2)).load_pretrained(
+        tmp_path / 'r.pth')
+    assert 'HireMLP: loaded 408 tensors' in message  # 415 less 7
+    assert 'released ImageNet checkpoint, model weights' in message
+    assert 'no backbone tensor missing' in message
+    assert ("skipped the classifier's norm.weight, norm.bias, "
+            'norm.running_mean') in message
+    assert 'fresh per-output norms: norm1, norm2' in message
+
+
+def test_another_arch_is_refused_naming_both(tmp_path):
+    released_file(tmp_path / 'tiny.pth')
+    backbone = HireMLP('small', init_cfg=dict(
+        type='Pretrained', checkpoint=str(tmp_path / 'tiny.pth')))
+    before = backbone.stem.conv.weight.clone()
+    with pytest.raises(CheckpointError,
+                       match="holds arch 'tiny', the backbone is 'small'"):
+        backbone.init_weights()
+    assert torch.equal(before, backbone.stem.conv.weight)

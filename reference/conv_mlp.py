@@ -1,5 +1,5 @@
 """A straightforward ConvMLP classifier, written from
-``CONVMLP_ARCHITECTURE.md`` in the authors' layout (NCHW convolutions, NHWC
+``docs/conv_mlp.md`` in the authors' layout (NCHW convolutions, NHWC
 Conv-MLP stages, a permute around every spatial op) with the released
 checkpoints' parameter names.
 
@@ -123,11 +123,13 @@ class BasicStage(nn.Module):
 
 
 class ReferenceConvMLP(nn.Module):
-    """The ImageNet classifier of the authors' ``src/convmlp.py``."""
+    """The ImageNet classifier of the authors' ``src/convmlp.py``; ``arch`` is
+    a released name or a tuple as in ``ARCHS``."""
 
     def __init__(self, arch='small', num_classes=1000):
         super().__init__()
-        c, n_conv, blocks, dims, ratios = ARCHS[arch]
+        c, n_conv, blocks, dims, ratios = (ARCHS[arch] if isinstance(arch, str)
+                                           else arch)
         self.tokenizer = ConvTokenizer(c)
         self.conv_stages = ConvStage(n_conv, c, dims[0], dims[0])
         self.stages = nn.ModuleList(

@@ -1,7 +1,7 @@
 """RepMLPNet: the released network exactly (against a transcription of the
 authors' code), the corrected partition restore, any input size, Locality
-Injection, 3x3/5x5 embeddings, checkpoints of every container kind, and the
-constructor arguments shared with the other backbones."""
+Injection, 3x3/5x5 embeddings, and checkpoints of every container kind. The
+contract every backbone meets is in test_contract.py."""
 import copy
 import subprocess
 import sys
@@ -9,25 +9,18 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ROOT, check_with_cp_matches, randomize_norms
+from cases import REPMLP_NET as TINY
+from conftest import pretrained, randomize_norms, relative_error
 from mmengine.analysis import get_model_complexity_info
-from reference_repmlpnet import ReferenceRepMLPNet
-from reference_repmlpnet import RepMLPBlock as ReferenceBlock
+from reference.repmlp_net import ReferenceRepMLPNet
+from reference.repmlp_net import RepMLPBlock as ReferenceBlock
 
 from mmhire.checkpoint import CheckpointError
 from mmhire.errors import ArchError, InputError
-from mmhire.models import ConvMLP, RepMLPNet, switch_to_deploy
+from mmhire.models import RepMLPNet, switch_to_deploy
 from mmhire.models.backbones.repmlp_net import RepMLPBlock
 
-# One FC patch covers the same 64x64 window at every stage, as 256 in the
-# released *256 variants; every stage has several channel groups.
-TINY = dict(depths=(1, 1, 2, 1), channels=(8, 16, 32, 64),
-            patch_sizes=(16, 8, 4, 2), sharesets=(1, 2, 4, 8))
 TINY_REF = tuple(TINY.values())
-
-
-def relative_error(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def realistic(model):
@@ -54,11 +47,8 @@ def maps(model, x):
         return list(model(x))
 
 
-def pretrained(path, arch=TINY, **kwargs):
-    backbone = RepMLPNet(arch, init_cfg=dict(type='Pretrained',
-                                             checkpoint=str(path)), **kwargs)
-    backbone.init_weights()
-    return backbone.eval()
+def load(path, arch=TINY, **kwargs):
+    return pretrained(RepMLPNet, arch, path, **kwargs)
 
 
 # The partition-restore bug of the authors' block.
@@ -184,10 +174,10 @@ def test_pyramid_at_odd_sizes():
 def test_larger_embeddings_compute_the_released_2x2_ones(tmp_path, kernel):
     ref = reference()
     torch.save(ref.state_dict(), tmp_path / 'released.pth')
-    model = pretrained(tmp_path / 'released.pth', embed_kernel=kernel)
+    model = load(tmp_path / 'released.pth', embed_kernel=kernel)
     assert model.embeds[0].conv.kernel_size == (kernel, kernel)
     x = torch.randn(1, 3, 64, 128)
-    plain = pretrained(tmp_path / 'released.pth')
+    plain = load(tmp_path / 'released.pth')
     for a, b in zip(maps(model, x), maps(plain, x)):
         assert relative_error(a, b) < 1e-6
     with pytest.raises(ArchError, match=r'embed_kernel must be one of '
@@ -198,7 +188,7 @@ def test_larger_embeddings_compute_the_released_2x2_ones(tmp_path, kernel):
     with pytest.raises(CheckpointError, match=(
             f'embeddings are {kernel}x{kernel} .*this backbone\'s '
             f'{other}x{other}; set embed_kernel={kernel}')):
-        pretrained(tmp_path / 'fine_tuned.pth', embed_kernel=other)
+        load(tmp_path / 'fine_tuned.pth', embed_kernel=other)
 
 
 # Checkpoints.
@@ -255,7 +245,7 @@ def test_released_files_of_every_container_load_exactly(tmp_path, kind):
     ref = reference()
     path = tmp_path / 'RepMLPNet-train.pth'
     torch.save(container(kind, ref.state_dict()), path)
-    model = pretrained(path)
+    model = load(path)
     x = torch.randn(1, 3, 64, 64)
     for ours, theirs in zip(maps(model, x), maps(ref, x)):
         assert relative_error(ours, theirs) < 1e-6
@@ -284,34 +274,28 @@ def test_deploy_files_load_into_the_deploy_form_only(tmp_path):
     expected = maps(ref, x)
     ref.locality_injection()  # the authors' convert.py
     torch.save(ref.state_dict(), tmp_path / 'RepMLPNet-deploy.pth')
-    model = pretrained(tmp_path / 'RepMLPNet-deploy.pth', deploy=True)
+    model = load(tmp_path / 'RepMLPNet-deploy.pth', deploy=True)
     for ours, theirs in zip(maps(model, x), expected):
         assert relative_error(ours, theirs) < 1e-5
     with pytest.raises(CheckpointError, match='holds the deploy form.*set '
                        'deploy=True to load it'):
-        pretrained(tmp_path / 'RepMLPNet-deploy.pth')
+        load(tmp_path / 'RepMLPNet-deploy.pth')
     torch.save(reference().state_dict(), tmp_path / 'train.pth')
     with pytest.raises(CheckpointError, match='holds the training form.*'
                        'call switch_to_deploy'):
-        pretrained(tmp_path / 'train.pth', deploy=True)
+        load(tmp_path / 'train.pth', deploy=True)
 
 
-def test_another_variant_or_network_is_refused_naming_both(tmp_path):
+def test_another_variant_is_refused_naming_both(tmp_path):
     torch.save(reference().state_dict(), tmp_path / 'tiny.pth')
     other = {**TINY, 'patch_sizes': (8, 4, 2, 1)}
     with pytest.raises(CheckpointError, match=(
             r"holds arch depths=\(1, 1, 2, 1\).*patch_sizes=\(16, 8, 4, 2\)"
             r".*the backbone is depths=.*patch_sizes=\(8, 4, 2, 1\)")):
-        pretrained(tmp_path / 'tiny.pth', arch=other)
-    with pytest.raises(CheckpointError, match=(
-            "holds a RepMLPNet depths=.* network, not a ConvMLP one; this "
-            "backbone is ConvMLP 'small'")):
-        ConvMLP('small', init_cfg=dict(
-            type='Pretrained', checkpoint=str(tmp_path / 'tiny.pth'))
-        ).init_weights()
+        load(tmp_path / 'tiny.pth', arch=other)
 
 
-# Arguments shared with the other backbones.
+# What the stages and arguments mean here.
 
 @pytest.mark.parametrize('frozen', [-1, 0, 1, 2, 4])
 def test_frozen_stages(frozen):
@@ -327,35 +311,8 @@ def test_frozen_stages(frozen):
     assert model.conv_embedding.bn.training == (frozen < 0)
 
 
-def test_norm_eval_syncbn_and_bad_arguments():
-    model = RepMLPNet(TINY, norm_eval=True).train()
-    assert not any(m.training for m in model.modules()
-                   if isinstance(m, nn.BatchNorm2d))
+def test_syncbn_and_bad_arguments():
     sync = RepMLPNet(TINY, norm_cfg=dict(type='SyncBN'))
     assert not any(type(m) is nn.BatchNorm2d for m in sync.modules())
-    with pytest.raises(ArchError, match="unknown arch 'T128'.*'t224'"):
-        RepMLPNet('T128')
     with pytest.raises(ArchError, match='multiple of its sharesets'):
         RepMLPNet({**TINY, 'sharesets': (1, 3, 4, 8)})
-    assert RepMLPNet('d256').arch == RepMLPNet('D256').arch
-
-
-def test_with_cp_gives_the_same_outputs_gradients_and_statistics():
-    check_with_cp_matches(RepMLPNet(TINY).train(), torch.randn(2, 3, 96, 64))
-
-
-def test_convert_checkpoint_tool(tmp_path):
-    ref = reference()
-    torch.save(container('training checkpoint', ref.state_dict()),
-               tmp_path / 'ckpt.pth')
-    result = subprocess.run(
-        [sys.executable, str(ROOT / 'tools/convert_checkpoint.py'),
-         str(tmp_path / 'ckpt.pth'), str(tmp_path / 'c.pth')],
-        capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert 'RepMLPNet' in result.stdout
-    assert 'head_norm.weight' in result.stdout
-    clean = torch.load(tmp_path / 'c.pth', weights_only=True)
-    assert clean['meta']['network'] == 'RepMLPNet'
-    assert clean['state_dict']['stages.2.1.repmlp_block.fc3.weight'].equal(
-        ref.stages[2][1].repmlp_block.fc3.weight)

@@ -1,0 +1,99 @@
+"""Layers more than one backbone is built from: the token/map views of
+channels-last maps, the convolution-norm-activation layer (BatchNorm folded
+into the convolution in the deploy form, which then runs as one fused kernel
+on CPU) and the pointwise MLP."""
+from collections import OrderedDict
+
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+
+from .fold import fold_bn_after
+from .fused_ops import conv_act
+
+
+def tokens(x):
+    """(B, C, H, W) channels-last maps -> (B, H, W, C) tokens (a view)."""
+    return x.permute(0, 2, 3, 1)
+
+
+def maps(x):
+    """(B, H, W, C) tokens -> (B, C, H, W) channels-last maps (a view)."""
+    return x.permute(0, 3, 1, 2)
+
+
+def conv_norm_act(in_channels, out_channels, kernel_size, stride, padding,
+                  norm_cfg, bias=False, groups=1, act=True):
+    """``[conv, norm, ReLU]`` (``[conv, norm]`` without ``act``; an
+    ``nn.Identity`` for the norm where ``norm_cfg`` is None), for backbones
+    whose released names number these layers in a flat ``nn.Sequential``;
+    ``ConvNormAct`` names them."""
+    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                        padding, groups=groups, bias=bias),
+              build_norm_layer(norm_cfg, out_channels)[1] if norm_cfg
+              else nn.Identity()]
+    return layers + [nn.ReLU(inplace=True)] if act else layers
+
+
+def run_conv_norm_act(conv, norm, act, x):
+    """``act(norm(conv(x)))``; once the norm is folded away, one fused
+    convolution+ReLU."""
+    if isinstance(norm, nn.Identity) and act is not None:
+        return conv_act(x, conv.weight, conv.bias, 'relu', conv.stride,
+                        conv.padding)
+    x = norm(conv(x))
+    return act(x) if act is not None else x
+
+
+def fold_conv_norm(container, conv_name, norm_name):
+    """Fold ``container``'s child ``norm_name`` (a BatchNorm) into its child
+    ``conv_name``, the convolution before it, and put an ``nn.Identity`` in
+    the norm's place (names of an ``nn.Sequential``'s children are
+    ``'0'``, ``'1'``, ...)."""
+    fold_bn_after(getattr(container, conv_name),
+                  getattr(container, norm_name))
+    setattr(container, norm_name, nn.Identity())
+
+
+class ConvNormAct(nn.Sequential):
+    """conv, norm and (with ``act``) ReLU, named as given: ``names`` keeps
+    the released checkpoints' keys (``conv``/``bn`` for Hire-MLP and
+    RepMLPNet)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1,
+                 padding=0, norm_cfg=dict(type='BN'), bias=False, groups=1,
+                 act=True, names=('conv', 'bn', 'act')):
+        layers = conv_norm_act(in_channels, out_channels, kernel_size, stride,
+                               padding, norm_cfg, bias, groups, act)
+        super().__init__(OrderedDict(zip(names, layers)))
+        self.names = names
+
+    def forward(self, x):
+        conv, norm, *act = self.children()
+        return run_conv_norm_act(conv, norm, act[0] if act else None, x)
+
+    @property
+    def norm(self):
+        return getattr(self, self.names[1])
+
+    def fold(self):
+        fold_conv_norm(self, *self.names[:2])
+
+
+class PointwiseMLP(nn.Module):
+    """Two 1x1 convolutions with a GELU between them. On an (N, C) batch of
+    vectors they run as linear layers: the same weights, without
+    convolution's slow path for 1x1 maps."""
+
+    def __init__(self, in_channels, hidden_channels, out_channels):
+        super().__init__()
+        self.fc1 = nn.Conv2d(in_channels, hidden_channels, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden_channels, out_channels, 1)
+
+    def forward(self, x):
+        if x.dim() == 2:
+            x = F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)
+            return F.linear(self.act(x), self.fc2.weight.flatten(1),
+                            self.fc2.bias)
+        return self.fc2(self.act(self.fc1(x)))

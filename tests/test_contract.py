@@ -1,0 +1,313 @@
+"""The backbone contract: what every backbone that mmhire registers does,
+tested once for all of them, each on its tiny arch from cases.py. A new
+backbone gets these tests by being registered and having a case; what is
+particular to one backbone stays in its own test file."""
+import argparse
+import copy
+import importlib.util
+import inspect
+import itertools
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from cases import CASES
+from conftest import (ROOT, bn_state, check_with_cp_matches,
+                      max_relative_error, pretrained, randomize_norms,
+                      run_tool)
+from mmengine.registry import DefaultScope
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import mmhire
+from mmhire.errors import ArchError, CheckpointError, DeployError, InputError
+from mmhire.models import BACKBONES, backbone_names
+
+NAMES = backbone_names()
+
+
+@pytest.fixture(params=NAMES)
+def backbone(request):
+    """A registered backbone class and its case."""
+    cls = next(b for b in BACKBONES if b.__name__ == request.param)
+    if request.param not in CASES:
+        pytest.fail(f'{request.param} has no case in tests/cases.py: add '
+                    'its tiny arch there.')
+    return cls, CASES[request.param]
+
+
+def released_file(cls, case, path, seed=0):
+    """A file as the authors' training run leaves it (timm's layout: the
+    weights, their EMA, the optimizer and the pickled ``args``), from a
+    reference with non-trivial BatchNorms. Returns the reference."""
+    torch.manual_seed(seed)
+    reference = randomize_norms(case.reference()).eval()
+    weights = reference.state_dict()
+    torch.save({'model': weights,
+                'model_ema': {k: v + 1 if v.is_floating_point() else v
+                              for k, v in weights.items()},
+                'optimizer': {'state': {}, 'param_groups': [{'lr': 1e-3}]},
+                'epoch': 299, 'args': argparse.Namespace(
+                    model=cls.__name__, lr=1e-3, input_size=224)}, path)
+    return reference
+
+
+def test_every_backbone_is_exported_and_has_a_case():
+    assert set(NAMES) <= set(mmhire.__all__)
+    assert set(NAMES) <= set(CASES)
+
+
+def test_four_maps_at_their_strides_at_odd_sizes(backbone):
+    cls, case = backbone
+    model = cls(case.arch).eval()
+    smallest = model.min_input_size
+    for h, w in [(64, 96), (97, 131), (smallest, smallest + 1)]:
+        with torch.no_grad():
+            outs = model(torch.randn(2, 3, h, w))
+        assert [tuple(o.shape) for o in outs] == [
+            (2, c, a, b) for c, a, b in zip(
+                model.map_channels, model.map_sizes(h), model.map_sizes(w))]
+        assert all(o.is_contiguous() for o in outs)  # plain NCHW
+    assert [64 // s for s in model.map_sizes(64)] == [4, 8, 16, 32]
+
+
+def test_out_indices_and_bad_arguments(backbone):
+    cls, case = backbone
+    model = cls(case.arch, out_indices=(3, 1))
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == model.out_channels == [
+        model.map_channels[1], model.map_channels[3]]
+    for kwargs, message in [
+            (dict(out_indices=(0, 4)), 'subset of 0..3'),
+            (dict(frozen_stages=5), 'frozen_stages must be in -1..4')]:
+        with pytest.raises(ArchError, match=message):
+            cls(case.arch, **kwargs)
+    zoo = ', '.join(repr(name) for name in cls.arch_zoo)
+    with pytest.raises(ArchError, match=f"unknown arch 'huge'.*{zoo}"):
+        cls('huge')
+    with pytest.raises(ArchError, match='exactly the keys'):
+        cls({k: v for k, v in list(case.arch.items())[1:]})
+    with pytest.raises(ArchError, match='must be a dict'):
+        cls([case.arch])
+    assert cls(next(iter(cls.arch_zoo)).upper()).arch == \
+        cls(next(iter(cls.arch_zoo))).arch  # any case
+
+
+def test_too_small_or_wrong_inputs_are_clear_errors(backbone):
+    cls, case = backbone
+    model = cls(case.arch).eval()
+    size = model.min_input_size
+    with torch.no_grad():
+        model(torch.randn(1, 3, size, size))
+        if size > 1:
+            with pytest.raises(InputError, match=f'at least {size}x{size}'):
+                model(torch.randn(1, 3, size - 1, 64))
+        with pytest.raises(InputError, match=r'expected an \(N, 3, H, W\)'):
+            model(torch.randn(1, 1, 64, 64))
+
+
+@pytest.mark.parametrize('frozen', [0, 2])
+def test_frozen_stages(backbone, frozen):
+    cls, case = backbone
+    model = cls(case.arch, frozen_stages=frozen).train()
+    frozen_modules = model.frozen_modules()
+    assert frozen_modules
+    before = [bn_state(m) for m in frozen_modules]
+    sum(o.sum() for o in model(torch.randn(2, 3, 64, 64))).backward()
+    for module, stats in zip(frozen_modules, before):
+        assert not module.training
+        assert all(not p.requires_grad and p.grad is None
+                   for p in module.parameters())
+        after = bn_state(module)
+        assert all(torch.equal(stats[k], after[k]) for k in stats)
+    frozen_params = {id(p) for m in frozen_modules for p in m.parameters()}
+    trainable = [p for p in model.parameters() if id(p) not in frozen_params]
+    assert trainable and all(p.requires_grad for p in trainable)
+    assert any(p.grad is not None for p in trainable)
+
+
+def test_norm_eval_keeps_every_batchnorm_in_eval_mode(backbone):
+    cls, case = backbone
+    model = cls(case.arch, norm_eval=True).train()
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert norms and not any(m.training for m in norms)
+    assert any(m.training for m in model.modules()
+               if not isinstance(m, _BatchNorm))
+
+
+def test_with_cp_equals_without(backbone):
+    cls, case = backbone
+    check_with_cp_matches(cls(case.arch).train(), torch.randn(2, 3, 64, 96))
+
+
+def test_deploy_form_equals_eval_mode(backbone):
+    cls, case = backbone
+    model = randomize_norms(cls(case.arch)).eval()
+    deployed = copy.deepcopy(model)
+    deployed.switch_to_deploy()
+    assert deployed.deploy
+    x = torch.randn(2, 3, 97, 131)
+    with torch.no_grad():
+        assert max_relative_error(deployed(x), model(x)) < 1e-5
+    if cls.deploy_trains:
+        deployed.train()
+    else:
+        with pytest.raises(DeployError, match='cannot be trained'):
+            deployed.train()
+
+
+def test_released_file_loads_exactly(backbone, tmp_path):
+    cls, case = backbone
+    path = tmp_path / 'released.pth'
+    reference = released_file(cls, case, path)
+    model = pretrained(cls, case.arch, path, **case.kwargs)
+    x = torch.randn(1, 3, *case.size)
+    with torch.no_grad():
+        assert max_relative_error(model(x), reference.dense_maps(x)) < 1e-5
+    classifier = [k for k in reference.state_dict() if k.startswith('head')]
+    message = model.load_pretrained(path)  # one line, saying all of it
+    assert '\n' not in message
+    assert f'{cls.__name__}: loaded {len(model.state_dict())} tensors from ' \
+        f'{path} (released ImageNet checkpoint, model weights); no backbone ' \
+        "tensor missing; skipped the classifier's " in message
+    assert classifier[0] in message
+    ema = pretrained(cls, case.arch, path, use_ema=True, **case.kwargs)
+    changed = [torch.equal(a, b + 1) for a, b in zip(
+        ema.parameters(), model.parameters())]
+    assert changed and all(changed)
+
+
+def test_another_networks_file_is_refused_naming_it(backbone, tmp_path):
+    cls, case = backbone
+    for other in BACKBONES:
+        if other is cls:
+            continue
+        path = tmp_path / f'{other.__name__}.pth'
+        released_file(other, CASES[other.__name__], path)
+        model = cls(case.arch, init_cfg=dict(type='Pretrained',
+                                             checkpoint=str(path)))
+        before = copy.deepcopy(model.state_dict())
+        with pytest.raises(CheckpointError, match=(
+                f'holds a {re.escape(other.paper_name)} .* network, not a '
+                f'{re.escape(cls.paper_name)} one')):
+            model.init_weights()
+        assert all(torch.equal(v, before[k])
+                   for k, v in model.state_dict().items())
+
+
+def test_convert_checkpoint_tool(backbone, tmp_path, capsys):
+    cls, case = backbone
+    source, target = tmp_path / 'released.pth', tmp_path / 'clean.pth'
+    released_file(cls, case, source)
+    spec = importlib.util.spec_from_file_location(
+        'convert_checkpoint', ROOT / 'tools/convert_checkpoint.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main([str(source), str(target)])
+    printed = capsys.readouterr().out
+    assert f'(released ImageNet checkpoint, model weights); ' \
+        f'{cls.paper_name}, arch' in printed
+    assert 'dropped args, epoch, optimizer, ' in printed
+    clean = torch.load(target, weights_only=True)
+    assert clean['meta']['network'] == cls.__name__
+    assert not any(k.startswith('head.') for k in clean['state_dict'])
+    converted = pretrained(cls, case.arch, target, **case.kwargs)
+    original = pretrained(cls, case.arch, source, **case.kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(
+        converted.state_dict().values(), original.state_dict().values()))
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_registered_in_mmdet_and_mmseg(backbone, scope):
+    cls, case = backbone
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        assert registry.get(cls.__name__) is cls
+        built = registry.build(dict(type=cls.__name__, arch=case.arch,
+                                    out_indices=(1, 2)))
+    assert type(built) is cls and built.out_indices == (1, 2)
+
+
+def test_a_stock_mmdet_config_with_the_backbone_trains(backbone, small_coco,
+                                                       tmp_path):
+    # mmdet's Faster R-CNN as it ships, backbone swapped; only the data (the
+    # generated shapes at a small size) and the length of the run differ.
+    cls, case = backbone
+    channels = cls(case.arch).out_channels
+    config = tmp_path / f'faster_rcnn_{cls.__name__}.py'
+    config.write_text(f'''
+_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports={sorted({'mmhire', case.module})},
+                      allow_failed_imports=False)
+model = dict(
+    backbone=dict(_delete_=True, type='{cls.__name__}', arch={case.arch}),
+    neck=dict(in_channels={channels}),
+    roi_head=dict(bbox_head=dict(num_classes=3)))
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(
+        data_root='data/synthetic_coco/', ann_file='annotations/train.json',
+        data_prefix=dict(img='train/'), indices=2,
+        metainfo=dict(classes=('circle', 'square', 'triangle')),
+        pipeline=[dict(type='LoadImageFromFile'),
+                  dict(type='LoadAnnotations', with_bbox=True),
+                  dict(type='Resize', scale=(320, 320), keep_ratio=True),
+                  dict(type='PackDetInputs')]))
+train_cfg = dict(max_epochs=1)
+val_cfg = val_dataloader = val_evaluator = None
+default_hooks = dict(logger=dict(interval=1))
+''')
+    result = run_tool(['tools/train.py', str(config), '--work-dir',
+                       str(tmp_path / 'work_dir')], cwd=small_coco)
+    assert f'{cls.__name__}: no pretrained weights given' in result.stdout
+    assert 'Epoch(train) [1][1/1]' in result.stdout
+    assert re.search(r'loss_cls: [\d.]+', result.stdout)
+
+
+def test_loading_does_not_depend_on_the_registration_order(tmp_path):
+    files = {}
+    for cls in BACKBONES:
+        case = CASES[cls.__name__]
+        files[cls] = (tmp_path / f'{cls.__name__}.pth', case)
+        released_file(cls, case, files[cls][0])
+    orders = list(itertools.permutations(BACKBONES))
+    random.Random(0).shuffle(orders)
+    original = list(BACKBONES)
+    try:
+        for order in orders[:6]:
+            BACKBONES[:] = order
+            for cls, (path, case) in files.items():
+                model = pretrained(cls, case.arch, path, **case.kwargs)
+                assert 'no backbone tensor missing' in model.load_pretrained(
+                    path)
+    finally:
+        BACKBONES[:] = original
+
+
+def contract_tests_per_backbone():
+    """How many tests above each backbone gets."""
+    count = 0
+    for name, test in globals().items():
+        if name.startswith('test_') and \
+                'backbone' in inspect.signature(test).parameters:
+            count += math.prod(len(mark.args[1]) for mark in getattr(
+                test, 'pytestmark', []) if mark.name == 'parametrize')
+    return count
+
+
+def test_a_toy_fourth_backbone_gets_the_contract():
+    """Registering a backbone (tests/toy_backbone.py, a few layers on the
+    base class) and giving it a case is all the contract test needs."""
+    result = subprocess.run(
+        [sys.executable, '-m', 'pytest', __file__, '-p', 'toy_backbone',
+         '-k', 'ToyMLP', '-q', '-p', 'no:cacheprovider'],
+        capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ,
+             'PYTHONPATH': os.pathsep.join([str(ROOT / 'tests'), str(ROOT)])})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert f'{contract_tests_per_backbone()} passed' in result.stdout, \
+        result.stdout[-3000:]
