@@ -11,9 +11,9 @@ from .dependencies import check_versions
 check_versions()  # one clear line before anything fails deeper
 
 from .checkpoint import register_runner_globals  # noqa: E402
-from .models import ConvMLP, HireMLP, RepMLPNet  # noqa: E402
+from .models import ConvMLP, HireMLP, RepMLPNet, WaveMLP  # noqa: E402
 from .version import __version__  # noqa: E402
 
 register_runner_globals()
 
-__all__ = ['ConvMLP', 'HireMLP', 'RepMLPNet', '__version__']
+__all__ = ['ConvMLP', 'HireMLP', 'RepMLPNet', 'WaveMLP', '__version__']

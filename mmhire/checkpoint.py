@@ -179,18 +179,21 @@ def newest_readable_checkpoint(work_dir):
 
 def unwrap_state_dict(checkpoint, use_ema=False):
     """``(state dict, its kind)`` inside any supported container: a released
-    file (``model``, or ``model_ema`` with ``use_ema``), an mmengine
-    checkpoint (``state_dict``; the ``backbone.*`` keys of a detector or
-    segmentor) or a bare state dict; ``module.`` prefixes removed."""
+    file (``model`` or timm's ``state_dict``; with ``use_ema``, their EMA
+    weights ``model_ema`` or ``state_dict_ema``), an mmengine checkpoint
+    (``state_dict``; the ``backbone.*`` keys of a detector or segmentor) or
+    a bare state dict; ``module.`` prefixes removed."""
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'a checkpoint must be a dict, got '
                               f'{type(checkpoint).__name__}.')
     if use_ema:
-        if 'model_ema' not in checkpoint:
+        ema = [k for k in ('model_ema', 'state_dict_ema') if k in checkpoint]
+        if not ema:
             raise CheckpointError(
-                'use_ema=True, but the checkpoint has no model_ema entry '
-                f'(its keys: {sorted(checkpoint)[:8]}).')
-        state_dict, kind = checkpoint['model_ema'], 'EMA weights'
+                'use_ema=True, but the checkpoint has no EMA weights (no '
+                f'model_ema or state_dict_ema; its keys: '
+                f'{sorted(checkpoint)[:8]}).')
+        state_dict, kind = checkpoint[ema[0]], 'EMA weights'
     elif 'state_dict' in checkpoint:
         state_dict, kind = checkpoint['state_dict'], 'state_dict'
     elif 'model' in checkpoint:

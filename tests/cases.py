@@ -6,6 +6,7 @@ from typing import Callable, NamedTuple
 from reference.conv_mlp import ReferenceConvMLP
 from reference.hire_mlp import ReferenceHireMLP
 from reference.repmlp_net import ReferenceRepMLPNet
+from reference.wave_mlp import ReferenceWaveMLP
 
 
 class Case(NamedTuple):
@@ -29,6 +30,11 @@ CONV_MLP = dict(stem_channels=16, conv_blocks=1, depths=(2, 3, 1),
 # released *256 variants; every stage has several channel groups.
 REPMLP_NET = dict(depths=(1, 1, 2, 1), channels=(8, 16, 32, 64),
                   patch_sizes=(16, 8, 4, 2), sharesets=(1, 2, 4, 8))
+# The BatchNorm kind with 1x1 phase convolutions (T): every fold of the
+# deploy form.
+WAVE_MLP = dict(depths=(1, 2, 1, 1), channels=(8, 16, 16, 32),
+                mlp_ratios=(4, 4, 2, 2), group_norm=False, dw_theta=False,
+                embed_norm=True)
 
 CASES = {
     'HireMLP': Case(
@@ -41,4 +47,6 @@ CASES = {
     # right order only where each map is one patch (see test_repmlp_net).
     'RepMLPNet': Case(REPMLP_NET, lambda: ReferenceRepMLPNet(
         tuple(REPMLP_NET.values()), restore='corrected'), size=(64, 128)),
+    'WaveMLP': Case(WAVE_MLP, lambda: ReferenceWaveMLP(
+        tuple(WAVE_MLP.values())), kwargs=dict(out_norm=False)),
 }

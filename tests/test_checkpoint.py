@@ -116,5 +116,5 @@ def test_runner_checkpoints_load_under_weights_only(tmp_path):
 
 def test_ema_weights_asked_for_but_missing(tmp_path):
     torch.save({'model': HireMLP(TINY).state_dict()}, tmp_path / 'no_ema.pth')
-    with pytest.raises(CheckpointError, match='no model_ema'):
+    with pytest.raises(CheckpointError, match='has no EMA weights'):
         pretrained(HireMLP, TINY, tmp_path / 'no_ema.pth', use_ema=True)

@@ -268,6 +268,43 @@ default_hooks = dict(logger=dict(interval=1))
     assert re.search(r'loss_cls: [\d.]+', result.stdout)
 
 
+def test_a_stock_mmseg_config_with_the_backbone_trains(backbone, small_ade,
+                                                       tmp_path):
+    # mmseg's FCN as it ships, backbone swapped; only the data (the generated
+    # regions) and the length of the run differ.
+    cls, case = backbone
+    channels = cls(case.arch).out_channels
+    config = tmp_path / f'fcn_{cls.__name__}.py'
+    config.write_text(f'''
+_base_ = 'mmseg::fcn/fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py'
+custom_imports = dict(imports={sorted({'mmhire', case.module})},
+                      allow_failed_imports=False)
+model = dict(
+    pretrained=None, data_preprocessor=dict(size=(128, 128)),
+    backbone=dict(_delete_=True, type='{cls.__name__}', arch={case.arch}),
+    decode_head=dict(in_channels={channels[3]}, num_classes=5),
+    auxiliary_head=dict(in_channels={channels[2]}, num_classes=5))
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(
+        type='BaseSegDataset', data_root='data/synthetic_ade',
+        img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True,
+        metainfo=dict(classes=('a', 'b', 'c', 'd', 'e')),
+        data_prefix=dict(img_path='images/training',
+                         seg_map_path='annotations/training'),
+        pipeline=[dict(type='LoadImageFromFile'),
+                  dict(type='LoadAnnotations', reduce_zero_label=True),
+                  dict(type='PackSegInputs')]))
+train_cfg = dict(max_iters=1, val_interval=10)
+val_cfg = val_dataloader = val_evaluator = None
+default_hooks = dict(logger=dict(interval=1))
+''')
+    result = run_tool(['tools/train.py', str(config), '--work-dir',
+                       str(tmp_path / 'work_dir')], cwd=small_ade)
+    assert 'Iter(train) [1/1]' in result.stdout
+    assert re.search(r'decode.loss_ce: [\d.]+', result.stdout)
+
+
 def test_loading_does_not_depend_on_the_registration_order(tmp_path):
     files = {}
     for cls in BACKBONES:

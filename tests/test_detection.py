@@ -18,12 +18,14 @@ from mmhire.engine import adapt_to_machine
 CONFIGS = sorted((ROOT / 'configs/detection').glob('*.py'))
 HIRE_CONFIGS = [p for p in CONFIGS if '_hire_' in p.stem]
 CONVMLP_CONFIGS = [p for p in CONFIGS if '_convmlp_' in p.stem]
+WAVEMLP_CONFIGS = [p for p in CONFIGS if '_wavemlp_' in p.stem]
 DEMO = ROOT / 'configs/detection/demo/mask_rcnn_hire_tiny_synthetic.py'
 CONVMLP_DEMO = ROOT / 'configs/detection/demo/mask_rcnn_convmlp_small_synthetic.py'
 CHANNELS = dict(tiny=[64, 128, 320, 512], small=[64, 128, 320, 512],
                 base=[64, 128, 320, 512], large=[96, 192, 384, 768])
 CONVMLP_CHANNELS = dict(small=[64, 128, 256, 512], medium=[64, 128, 256, 512],
                         large=[96, 192, 384, 768])
+WAVEMLP_ARCHS = dict(tiny='T', small='S', medium='M')
 # Whole-model parameters (M) that the ConvMLP authors report, to 0.1 M (and
 # Mask R-CNN-M's 37.1 rounded twice: it has 37.0475 M).
 CONVMLP_PARAMS = dict(
@@ -43,6 +45,8 @@ def test_every_framework_size_and_schedule_has_its_config():
     expected |= {f'{fw}_convmlp_{size}_1x' for size in CONVMLP_CHANNELS
                  for fw in ('retinanet', 'mask_rcnn')}
     expected |= {'mask_rcnn_repmlp_t224_1x', 'mask_rcnn_repmlp_t256_1x'}
+    expected |= {f'{fw}_wavemlp_{size}_1x' for size in WAVEMLP_ARCHS
+                 for fw in ('retinanet', 'mask_rcnn')}
     assert names == expected
 
 
@@ -121,30 +125,43 @@ def test_config_holds_the_supplement_settings(path):
             for h in heads)
 
 
-@pytest.mark.parametrize('path', CONVMLP_CONFIGS, ids=lambda p: p.stem)
-def test_convmlp_config_holds_the_authors_settings(path):
+@pytest.mark.parametrize('path', CONVMLP_CONFIGS + WAVEMLP_CONFIGS,
+                         ids=lambda p: p.stem)
+def test_convmlp_and_wavemlp_configs_hold_their_settings(path):
     cfg = Config.fromfile(path)
-    framework, size = re.fullmatch(r'(\w+)_convmlp_(\w+)_1x',
-                                   path.stem).groups()
+    framework, family, size = re.fullmatch(r'(\w+)_(convmlp|wavemlp)_(\w+)_1x',
+                                           path.stem).groups()
     assert cfg.custom_imports.imports == ['mmhire']
     backbone = cfg.model.backbone
-    assert (backbone.type, backbone.arch) == ('ConvMLP', size)
     assert backbone.out_indices == (0, 1, 2, 3)
-    assert backbone.norm_cfg.type == 'BN' and backbone.drop_path_rate == 0.1
     assert backbone.init_cfg == dict(type='Pretrained',
                                      checkpoint=cfg.pretrained)
-    assert cfg.pretrained == f'checkpoints/convmlp_{size[0]}_imagenet.pth'
     neck = cfg.model.neck
-    assert neck.in_channels == CONVMLP_CHANNELS[size] and neck.num_outs == 5
+    assert neck.num_outs == 5
+    if family == 'convmlp':  # the authors' configs
+        assert (backbone.type, backbone.arch) == ('ConvMLP', size)
+        assert backbone.norm_cfg.type == 'BN'
+        assert backbone.drop_path_rate == 0.1
+        assert cfg.pretrained == f'checkpoints/convmlp_{size[0]}_imagenet.pth'
+        assert neck.in_channels == CONVMLP_CHANNELS[size]
+        lr = 1e-4
+    else:  # presumed: the PoolFormer configs the authors' dense code uses
+        arch = WAVEMLP_ARCHS[size]
+        assert (backbone.type, backbone.arch) == ('WaveMLP', arch)
+        assert backbone.norm_cfg.type == 'SyncBN'
+        assert backbone.drop_path_rate == 0
+        assert cfg.pretrained == f'checkpoints/WaveMLP_{arch}.pth.tar'
+        assert neck.in_channels == [64, 128, 320, 512]
+        lr = 2e-4
     if framework == 'retinanet':
         assert (neck.start_level, neck.add_extra_convs) == (1, 'on_input')
     else:
         assert neck.get('start_level', 0) == 0
-    # The authors' configs: AdamW lr 1e-4, weight decay 1e-4 on everything,
-    # 2 images x 8 GPUs, 12 epochs, lr / 10 at 8 and 11, 500 warm-up steps.
+    # AdamW, weight decay 1e-4 on everything, 2 images x 8 GPUs, 12 epochs,
+    # lr / 10 at 8 and 11, 500 warm-up steps.
     optimizer = cfg.optim_wrapper.optimizer
     assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == \
-        ('AdamW', 1e-4, 1e-4)
+        ('AdamW', lr, 1e-4)
     assert 'paramwise_cfg' not in cfg.optim_wrapper
     assert cfg.train_dataloader.batch_size == 2
     assert cfg.auto_scale_lr.base_batch_size == 16
@@ -246,6 +263,8 @@ def test_clear_errors_without_stack_traces(small_coco, tmp_path):
 @pytest.mark.parametrize('backbone,name', [
     ('hire_mlp', 'mask_rcnn_hire_tiny_synthetic'),
     pytest.param('conv_mlp', 'mask_rcnn_convmlp_small_synthetic',
+                 marks=pytest.mark.heavy),
+    pytest.param('wave_mlp', 'mask_rcnn_wavemlp_tiny_synthetic',
                  marks=pytest.mark.heavy)])
 def test_demo_learns_the_generated_shapes(tmp_path, backbone, name):
     result = run_tool(['tools/demo.py', 'detection', '--backbone', backbone],

@@ -19,6 +19,8 @@ CONFIGS = sorted((ROOT / 'configs/segmentation').glob('*.py'))
 HIRE_CONFIGS = [p for p in CONFIGS if '_hire_' in p.stem]
 CONVMLP_CONFIGS = [p for p in CONFIGS if '_convmlp_' in p.stem]
 REPMLP_CONFIGS = [p for p in CONFIGS if '_repmlp_' in p.stem]
+WAVEMLP_CONFIGS = [p for p in CONFIGS if '_wavemlp_' in p.stem]
+WAVEMLP_ARCHS = dict(tiny='T', small='S', medium='M')
 DEMO = ROOT / 'configs/segmentation/demo/fpn_hire_tiny_synthetic.py'
 CHANNELS = dict(tiny=[64, 128, 320, 512], small=[64, 128, 320, 512],
                 base=[64, 128, 320, 512], large=[96, 192, 384, 768])
@@ -40,7 +42,8 @@ def test_every_framework_and_size_has_its_config():
         name for size in REPMLP_CHANNELS for name in (
             f'upernet_repmlp_{size}_80k_cityscapes',
             f'upernet_repmlp_{size}_160k_ade20k')
-    } | {'upernet_repmlp_d256_conv5_80k_cityscapes'}
+    } | {'upernet_repmlp_d256_conv5_80k_cityscapes'} | {
+        f'fpn_wavemlp_{size}_40k_ade20k' for size in WAVEMLP_ARCHS}
 
 
 def seg_batch(size=64, classes=150):
@@ -129,21 +132,32 @@ def test_config_holds_the_supplement_settings(path):
     assert cfg.model.type == 'SegTTAModel'
 
 
-@pytest.mark.parametrize('path', CONVMLP_CONFIGS, ids=lambda p: p.stem)
-def test_convmlp_config_holds_the_authors_settings(path):
+@pytest.mark.parametrize('path', CONVMLP_CONFIGS + WAVEMLP_CONFIGS,
+                         ids=lambda p: p.stem)
+def test_convmlp_and_wavemlp_configs_hold_their_settings(path):
     cfg = Config.fromfile(path)
-    size = re.fullmatch(r'fpn_convmlp_(\w+)_40k_ade20k', path.stem)[1]
+    family, size = re.fullmatch(r'fpn_(convmlp|wavemlp)_(\w+)_40k_ade20k',
+                                path.stem).groups()
     backbone = cfg.model.backbone
-    assert (backbone.type, backbone.arch) == ('ConvMLP', size)
-    assert backbone.norm_cfg.type == 'BN' and backbone.drop_path_rate == 0.1
-    assert backbone.init_cfg.checkpoint == cfg.pretrained == \
-        f'checkpoints/convmlp_{size[0]}_imagenet.pth'
+    if family == 'convmlp':  # the authors' config
+        assert (backbone.type, backbone.arch) == ('ConvMLP', size)
+        assert backbone.norm_cfg.type == 'BN'
+        assert backbone.drop_path_rate == 0.1
+        assert cfg.pretrained == f'checkpoints/convmlp_{size[0]}_imagenet.pth'
+        assert cfg.model.neck.in_channels == CONVMLP_CHANNELS[size]
+    else:  # presumed: the PoolFormer config the authors' dense code uses
+        arch = WAVEMLP_ARCHS[size]
+        assert (backbone.type, backbone.arch) == ('WaveMLP', arch)
+        assert backbone.norm_cfg.type == 'SyncBN'
+        assert backbone.drop_path_rate == 0
+        assert cfg.pretrained == f'checkpoints/WaveMLP_{arch}.pth.tar'
+        assert cfg.model.neck.in_channels == [64, 128, 320, 512]
+    assert backbone.init_cfg.checkpoint == cfg.pretrained
     assert cfg.model.pretrained is None
-    assert cfg.model.neck.in_channels == CONVMLP_CHANNELS[size]
     head = cfg.model.decode_head
     assert (head.type, head.num_classes, head.channels) == ('FPNHead', 150, 128)
-    # The authors' config: AdamW lr 2e-4, weight decay 1e-4, poly 0.9 over
-    # 40k iterations, 4 images x 8 GPUs, 512x512 crops, test at (2048, 512).
+    # AdamW lr 2e-4, weight decay 1e-4, poly 0.9 over 40k iterations, 4
+    # images x 8 GPUs, 512x512 crops, test at (2048, 512).
     optimizer = cfg.optim_wrapper.optimizer
     assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == \
         ('AdamW', 2e-4, 1e-4)
@@ -246,13 +260,15 @@ def test_single_and_multi_scale_testing(small_ade):
         re.findall(r'mIoU: ([\d.]+)', single.stdout)
 
 
-def test_convmlp_deploy_form_tests_as_the_trained_network(small_ade):
-    demo = str(ROOT / 'configs/segmentation/demo/fpn_convmlp_small_synthetic.py')
-    run_tool(['tools/train.py', demo, '--work-dir', 'work_dirs/convmlp',
+@pytest.mark.parametrize('name', ['fpn_convmlp_small_synthetic',
+                                  'fpn_wavemlp_tiny_synthetic'])
+def test_deploy_form_tests_as_the_trained_network(small_ade, name):
+    demo = str(ROOT / f'configs/segmentation/demo/{name}.py')
+    run_tool(['tools/train.py', demo, '--work-dir', f'work_dirs/{name}',
               '--cfg-options', 'train_cfg.max_iters=2',
               'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2'],
              cwd=small_ade)
-    test = ['tools/test.py', demo, 'work_dirs/convmlp/iter_2.pth']
+    test = ['tools/test.py', demo, f'work_dirs/{name}/iter_2.pth']
     trained = run_tool(test, cwd=small_ade)
     deployed = run_tool([*test, '--deploy'], cwd=small_ade)
     assert '1 backbone(s) switched to the deploy form' in deployed.stdout
@@ -298,44 +314,14 @@ def test_cityscapes_config_trains_and_evaluates_on_generated_data(tmp_path):
     assert re.search(r'mIoU: [\d.]+', multi.stdout)
 
 
-def test_a_stock_mmseg_config_with_hire_mlp_trains(small_ade):
-    # mmseg's FCN as it ships, backbone swapped; only the data (the generated
-    # regions) and the length of the run differ.
-    config = small_ade / 'fcn_hire.py'
-    config.write_text('''
-_base_ = 'mmseg::fcn/fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py'
-custom_imports = dict(imports=['mmhire'], allow_failed_imports=False)
-model = dict(
-    pretrained=None, data_preprocessor=dict(size=(128, 128)),
-    backbone=dict(_delete_=True, type='HireMLP', arch='tiny'),
-    decode_head=dict(in_channels=512, num_classes=5),
-    auxiliary_head=dict(in_channels=320, num_classes=5))
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(
-        type='BaseSegDataset', data_root='data/synthetic_ade',
-        img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True,
-        metainfo=dict(classes=('a', 'b', 'c', 'd', 'e')),
-        data_prefix=dict(img_path='images/training',
-                         seg_map_path='annotations/training'),
-        pipeline=[dict(type='LoadImageFromFile'),
-                  dict(type='LoadAnnotations', reduce_zero_label=True),
-                  dict(type='PackSegInputs')]))
-train_cfg = dict(max_iters=1, val_interval=10)
-val_cfg = val_dataloader = val_evaluator = None
-default_hooks = dict(logger=dict(interval=1))
-''')
-    result = run_tool(['tools/train.py', str(config)], cwd=small_ade)
-    assert 'Iter(train) [1/1]' in result.stdout
-    assert re.search(r'decode.loss_ce: [\d.]+', result.stdout)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('backbone,name', [
     ('hire_mlp', 'fpn_hire_tiny_synthetic'),
     pytest.param('conv_mlp', 'fpn_convmlp_small_synthetic',
                  marks=pytest.mark.heavy),
     pytest.param('repmlp_net', 'upernet_repmlp_t256_synthetic_cityscapes',
+                 marks=pytest.mark.heavy),
+    pytest.param('wave_mlp', 'fpn_wavemlp_tiny_synthetic',
                  marks=pytest.mark.heavy)])
 def test_demo_learns_the_generated_regions(tmp_path, backbone, name):
     result = run_tool(['tools/demo.py', 'segmentation', '--backbone',

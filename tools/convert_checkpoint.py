@@ -23,7 +23,8 @@ def main(argv=None):
     parser.add_argument('src', help='released checkpoint (or any supported)')
     parser.add_argument('dst', help='where to write the mmhire checkpoint')
     parser.add_argument('--ema', action='store_true',
-                        help="take the file's EMA weights (model_ema)")
+                        help="take the file's EMA weights (model_ema or "
+                        'state_dict_ema)')
     args = parser.parse_args(argv)
     try:
         checkpoint = safe_load(args.src)
@@ -37,8 +38,9 @@ def main(argv=None):
     network, state_dict, classifier, arch = match
     if classifier:
         kind = f'released ImageNet checkpoint, {kind}'
-    dropped = sorted(set(checkpoint) - {'model', 'model_ema', 'state_dict'}
-                     - set(state_dict) - set(classifier))
+    weights = {'model', 'model_ema', 'state_dict', 'state_dict_ema'}
+    dropped = sorted(set(checkpoint) - weights - set(state_dict)
+                     - set(classifier))
     torch.save({'state_dict': state_dict,
                 'meta': dict(network=network.__name__,
                              arch=network.zoo_name(arch),

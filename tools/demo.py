@@ -5,6 +5,7 @@ train on it on the CPU, evaluate with the real evaluator and save a picture.
     python tools/demo.py segmentation   # Semantic FPN + Hire-MLP-Tiny, mIoU
                                         # single- and multi-scale
     python tools/demo.py detection --backbone conv_mlp  # ... with ConvMLP-S
+    python tools/demo.py detection --backbone wave_mlp  # ... with Wave-MLP-T
     python tools/demo.py segmentation --backbone repmlp_net
                                         # UperNet + RepMLPNet-T256,
                                         # Cityscapes layout
@@ -33,6 +34,9 @@ DEMOS = {  # backbone -> (config, maker of its data)
                       'mask_rcnn_hire_tiny_synthetic.py', make_coco_shapes),
             conv_mlp=(CONFIGS / 'detection/demo/'
                       'mask_rcnn_convmlp_small_synthetic.py',
+                      make_coco_shapes),
+            wave_mlp=(CONFIGS / 'detection/demo/'
+                      'mask_rcnn_wavemlp_tiny_synthetic.py',
                       make_coco_shapes)),
         metrics=('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP',
                  'coco/segm_mAP_50')),
@@ -42,6 +46,8 @@ DEMOS = {  # backbone -> (config, maker of its data)
                       make_ade_shapes),
             conv_mlp=(CONFIGS / 'segmentation/demo/'
                       'fpn_convmlp_small_synthetic.py', make_ade_shapes),
+            wave_mlp=(CONFIGS / 'segmentation/demo/'
+                      'fpn_wavemlp_tiny_synthetic.py', make_ade_shapes),
             repmlp_net=(CONFIGS / 'segmentation/demo/'
                         'upernet_repmlp_t256_synthetic_cityscapes.py',
                         make_cityscapes_shapes)),
@@ -143,9 +149,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(DEMOS))
     parser.add_argument('--backbone',
-                        choices=['hire_mlp', 'conv_mlp', 'repmlp_net'],
+                        choices=['hire_mlp', 'conv_mlp', 'repmlp_net',
+                                 'wave_mlp'],
                         default='hire_mlp', help='Hire-MLP-Tiny (default), '
-                        'ConvMLP-S or (segmentation) RepMLPNet-T256')
+                        'ConvMLP-S, Wave-MLP-T or (segmentation) '
+                        'RepMLPNet-T256')
     parser.add_argument('--work-dir', help='defaults to work_dirs/<config>')
     args = parser.parse_args()
     demo = DEMOS[args.task]

@@ -22,14 +22,15 @@ def fusable(x):
             and not torch.jit.is_tracing())
 
 
-def conv_act(x, weight, bias, act, stride=(1, 1), padding=(0, 0)):
+def conv_act(x, weight, bias, act, stride=(1, 1), padding=(0, 0), groups=1):
     """``act(conv2d(x, weight, bias))`` with ``act`` 'relu' or 'gelu'
     (exact)."""
     if fusable(x):
         return _POINTWISE(x, weight, bias, list(padding), list(stride),
-                          [1, 1], 1, act, [],
+                          [1, 1], groups, act, [],
                           'none' if act == 'gelu' else None)  # exact GELU
-    return _ACTIVATIONS[act](F.conv2d(x, weight, bias, stride, padding))
+    return _ACTIVATIONS[act](F.conv2d(x, weight, bias, stride, padding, 1,
+                                      groups))
 
 
 def conv_add(x, weight, bias, residual):

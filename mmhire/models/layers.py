@@ -1,15 +1,16 @@
 """Layers more than one backbone is built from: the token/map views of
 channels-last maps, the convolution-norm-activation layer (BatchNorm folded
 into the convolution in the deploy form, which then runs as one fused kernel
-on CPU) and the pointwise MLP."""
+on CPU), the pointwise MLP and the residual block."""
 from collections import OrderedDict
 
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
 
 from .fold import fold_bn_after
-from .fused_ops import conv_act
+from .fused_ops import conv_act, conv_add
 
 
 def tokens(x):
@@ -40,7 +41,7 @@ def run_conv_norm_act(conv, norm, act, x):
     convolution+ReLU."""
     if isinstance(norm, nn.Identity) and act is not None:
         return conv_act(x, conv.weight, conv.bias, 'relu', conv.stride,
-                        conv.padding)
+                        conv.padding, conv.groups)
     x = norm(conv(x))
     return act(x) if act is not None else x
 
@@ -97,3 +98,15 @@ class PointwiseMLP(nn.Module):
             return F.linear(self.act(x), self.fc2.weight.flatten(1),
                             self.fc2.bias)
         return self.fc2(self.act(self.fc1(x)))
+
+
+class ResidualBlock(nn.Module):
+    """Base of the blocks whose residual branches end in a convolution and
+    a ``drop_path``: where no path is dropped, the residual add runs inside
+    that convolution's kernel (oneDNN's, on CPU in inference)."""
+
+    def residual(self, y, conv, x):
+        """``x + drop_path(conv(y))``."""
+        if self.training and isinstance(self.drop_path, DropPath):
+            return x + self.drop_path(conv(y))
+        return conv_add(y, conv.weight, conv.bias, x)

@@ -1,9 +1,10 @@
-"""Side-by-side speed and memory of Hire-MLP, ConvMLP or RepMLPNet and
-their peers, backbone only.
+"""Side-by-side speed and memory of one of mmhire's backbones and their
+peers, backbone only.
 
     python tools/analysis/benchmark.py [--arch small] [--rounds 3] [--runs 3]
     python tools/analysis/benchmark.py --network conv_mlp [--arch small]
     python tools/analysis/benchmark.py --network repmlp_net [--arch D256]
+    python tools/analysis/benchmark.py --network wave_mlp [--arch S]
 
 Each model is timed in processes of its own, as it runs when deployed: in
 a process shared with other models, glibc's allocator (whose mmap
@@ -48,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 TRAIN_SHAPE = (2, 3, 512, 512)
-DEFAULT_ARCHS = dict(hire_mlp='small', conv_mlp='small', repmlp_net='D256')
+DEFAULT_ARCHS = dict(hire_mlp='small', conv_mlp='small', repmlp_net='D256',
+                     wave_mlp='S')
 
 
 def latency_shape(network, arch):
@@ -76,14 +78,17 @@ def build_models(network, arch, only=None):
     from reference.conv_mlp import ReferenceConvMLP
     from reference.hire_mlp import ReferenceHireMLP
     from reference.repmlp_net import ReferenceRepMLPNet
+    from reference.wave_mlp import ReferenceWaveMLP
 
-    from mmhire.models import ConvMLP, HireMLP, RepMLPNet, switch_to_deploy
+    from mmhire.models import (ConvMLP, HireMLP, RepMLPNet, WaveMLP,
+                               switch_to_deploy)
 
     backbone, reference = dict(
         hire_mlp=(HireMLP, ReferenceHireMLP),
         conv_mlp=(ConvMLP, ReferenceConvMLP),
         repmlp_net=(RepMLPNet, lambda arch: ReferenceRepMLPNet(
-            arch.upper(), restore='corrected')))[network]
+            arch.upper(), restore='corrected')),
+        wave_mlp=(WaveMLP, ReferenceWaveMLP))[network]
 
     def deployed():
         model = backbone(arch, out_norm=False)
@@ -201,7 +206,7 @@ def main():
     parser.add_argument('--network', choices=list(DEFAULT_ARCHS),
                         default='hire_mlp')
     parser.add_argument('--arch', help='default: small (Hire-MLP, ConvMLP), '
-                        'D256 (RepMLPNet)')
+                        'D256 (RepMLPNet), S (Wave-MLP)')
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--runs', type=int, default=3,
                         help='timed runs per model and round')

@@ -2,10 +2,10 @@
 # data (mmhire.datasets.synthetic.make_cityscapes_shapes: the real directory
 # layout and *_gtFine_labelTrainIds.png files, read by CityscapesDataset),
 # trainable on two CPU cores in about 12 minutes (tools/demo.py segmentation
-# --backbone repmlp makes the data). It inherits the real config and changes
-# only what must change: the data root and its scale (128x256 frames, used
-# whole), the schedule, BN for SyncBN and no pretrained file (so it trains
-# from scratch).
+# --backbone repmlp_net makes the data). It inherits the real config and
+# changes only what must change: the data root and its scale (128x256
+# frames, used whole), the schedule, BN for SyncBN and no pretrained file
+# (so it trains from scratch).
 _base_ = '../upernet_repmlp_t256_80k_cityscapes.py'
 
 data_root = 'data/synthetic_cityscapes/'

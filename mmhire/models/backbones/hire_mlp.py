@@ -16,8 +16,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmhire.errors import ArchError
 from mmhire.models.fold import fold_bn_after, fold_bn_before
-from mmhire.models.fused_ops import conv_act, conv_add, fusable
-from mmhire.models.layers import ConvNormAct, PointwiseMLP, maps, tokens
+from mmhire.models.fused_ops import conv_act, fusable
+from mmhire.models.layers import (ConvNormAct, PointwiseMLP, ResidualBlock,
+                                  maps, tokens)
 from mmhire.models.registry import register_backbone
 from .base import DenseBackbone
 from .flat_network_names import released_to_mmhire
@@ -176,7 +177,7 @@ class HireModule(nn.Module):
         return _addcmul_rolled(x, w[images, :, rows], a[:, :, 1], w_roll, 3)
 
 
-class HireBlock(nn.Module):
+class HireBlock(ResidualBlock):
     """Pre-norm residual block: hire module, then a 4x channel MLP."""
 
     # In inference, a block whose FFN hidden map would take more bytes than
@@ -199,8 +200,9 @@ class HireBlock(nn.Module):
         branches, a = self.hire.attend(self.norm1(x))
         if self._in_tiles(x):
             return self._forward_tiled(x, branches, a)
-        x = self._add(self.hire.weighted_sum(branches, a), self.hire.proj, x)
-        return self._add(self._ffn_hidden(x), self.ffn.fc2, x)
+        x = self.residual(self.hire.weighted_sum(branches, a), self.hire.proj,
+                          x)
+        return self.residual(self._ffn_hidden(x), self.ffn.fc2, x)
 
     def _in_tiles(self, x):
         hidden_bytes = (x.numel() // x.shape[1] * self.ffn.fc1.out_channels
@@ -215,22 +217,15 @@ class HireBlock(nn.Module):
         for image in range(x.shape[0]):
             for row in range(0, x.shape[2], rows):
                 tile = slice(image, image + 1), slice(row, row + rows)
-                y = self._add(self.hire.weighted_sum(branches, a, *tile),
-                              self.hire.proj, x[tile[0], :, tile[1]])
-                out[tile[0], :, tile[1]] = self._add(
+                y = self.residual(self.hire.weighted_sum(branches, a, *tile),
+                                  self.hire.proj, x[tile[0], :, tile[1]])
+                out[tile[0], :, tile[1]] = self.residual(
                     self._ffn_hidden(y), self.ffn.fc2, y)
         return out
 
     def _ffn_hidden(self, x):
         fc1 = self.ffn.fc1
         return conv_act(self.norm2(x), fc1.weight, fc1.bias, 'gelu')
-
-    def _add(self, y, conv, x):
-        """``x + drop_path(conv(y))``, the add fused into the convolution
-        where no path is dropped."""
-        if self.training and isinstance(self.drop_path, DropPath):
-            return x + self.drop_path(conv(y))
-        return conv_add(y, conv.weight, conv.bias, x)
 
 
 @register_backbone

@@ -1,0 +1,6 @@
+# Semantic FPN, Wave-MLP-T, 40k iterations, ADE20K (8 GPUs x 4), presumed
+# settings (see _base_/fpn_wavemlp_40k.py).
+_base_ = './_base_/fpn_wavemlp_40k.py'
+
+pretrained = 'checkpoints/WaveMLP_T.pth.tar'
+model = dict(backbone=dict(arch='T', init_cfg=dict(checkpoint=pretrained)))
