@@ -73,10 +73,6 @@ class ConvNormAct(nn.Sequential):
         conv, norm, *act = self.children()
         return run_conv_norm_act(conv, norm, act[0] if act else None, x)
 
-    @property
-    def norm(self):
-        return getattr(self, self.names[1])
-
     def fold(self):
         fold_conv_norm(self, *self.names[:2])
 

@@ -248,6 +248,11 @@ class DenseBackbone(BaseModule):
             x = checkpointed(block, x)
         return x
 
+    def stage_blocks(self):
+        """Every block of ``self.stages``, where each stage is a sequence of
+        blocks."""
+        return [block for stage in self.stages for block in stage]
+
     def frozen_modules(self):
         """The modules that ``frozen_stages`` freezes."""
         raise NotImplementedError

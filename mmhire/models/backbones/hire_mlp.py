@@ -342,13 +342,13 @@ class HireMLP(DenseBackbone):
         channel MLP. The per-output norms stay (nothing here follows
         them)."""
         return [layer.bn for layer in (self.stem, *self.downsamples)] + [
-            norm for b in self._blocks() for norm in (
+            norm for b in self.stage_blocks() for norm in (
                 b.norm1, b.norm2, b.hire.branch_h.norm, b.hire.branch_w.norm)]
 
     def fold(self):
         for layer in (self.stem, *self.downsamples):
             layer.fold()
-        for block in self._blocks():
+        for block in self.stage_blocks():
             hire = block.hire
             for conv in (hire.branch_h.fc1, hire.branch_w.fc1, hire.fc_c):
                 fold_bn_before(conv, block.norm1)
@@ -357,9 +357,6 @@ class HireMLP(DenseBackbone):
                 branch.norm = nn.Identity()
             fold_bn_before(block.ffn.fc1, block.norm2)
             block.norm1 = block.norm2 = nn.Identity()
-
-    def _blocks(self):
-        return [block for stage in self.stages for block in stage]
 
     def init_from_scratch(self):
         for m in self.modules():

@@ -322,7 +322,7 @@ class RepMLPNet(DenseBackbone):
         return self.frozen_pyramid(self.conv_embedding, self.embeds)
 
     def blocks(self):
-        return [unit.repmlp_block for stage in self.stages for unit in stage]
+        return [unit.repmlp_block for unit in self.stage_blocks()]
 
     def folded_norms(self):
         """Locality Injection in every block: the Local Perceptron and the

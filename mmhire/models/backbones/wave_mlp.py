@@ -235,9 +235,6 @@ class WaveMLP(DenseBackbone):
     def frozen_modules(self):
         return self.frozen_pyramid(self.stem, self.downsamples)
 
-    def _blocks(self):
-        return [block for stage in self.stages for block in stage]
-
     def _folded_block_norms(self, block):
         """The norms of ``block`` that fold exactly: its phase convolutions'
         BatchNorms, and, in the BatchNorm variants, ``norm2`` into the MLP
@@ -256,14 +253,14 @@ class WaveMLP(DenseBackbone):
         embeds = ([layer.bn for layer in (self.stem, *self.downsamples)]
                   if self.arch['embed_norm'] and not self.arch['group_norm']
                   else [])
-        return embeds + [norm for block in self._blocks()
+        return embeds + [norm for block in self.stage_blocks()
                          for norm in self._folded_block_norms(block).values()]
 
     def fold(self):
         if self.arch['embed_norm'] and not self.arch['group_norm']:
             for layer in (self.stem, *self.downsamples):
                 layer.fold()
-        for block in self._blocks():
+        for block in self.stage_blocks():
             norms, attn = self._folded_block_norms(block), block.attn
             if 'norm1' in norms:
                 for conv in attn.norm_consumers():
