@@ -1,9 +1,12 @@
 """What tools/train.py and tools/test.py share: reading a config the way
 mmdet's and mmseg's tools do, adapting it to the machine, checking that its
 data is there, and turning mmhire's errors into one clear line."""
+import argparse
 import atexit
 import copy
+import difflib
 import gc
+import inspect
 import logging
 import os
 import os.path as osp
@@ -16,6 +19,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
+from mmengine.device import (is_mlu_available, is_musa_available,
+                             is_npu_available)
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -62,6 +67,51 @@ def add_common_args(parser):
     return parser
 
 
+def check_option_keys(cfg, options):
+    """Refuse a ``--cfg-options`` key whose first part is neither in the
+    config nor a setting mmengine's runner reads: a misspelt one would be
+    added and silently ignored."""
+    known = set(cfg) | set(inspect.signature(Runner.__init__).parameters)
+    for key in options:
+        top = key.split('.')[0]
+        if top not in known:
+            close = difflib.get_close_matches(top, sorted(known), n=1)
+            hint = f'; did you mean {close[0]!r}?' if close else ''
+            raise MMHireError(
+                f'--cfg-options {key}: {top!r} is a setting of neither the '
+                f"config nor mmengine's runner, so it would be ignored{hint}")
+
+
+def positive_int(text):
+    """An argparse type: an int above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a whole number above 0')
+    return value
+
+
+def resolve_device(device):
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N``, refused in one line
+    where it cannot run; by default CUDA where there is one."""
+    if device is None:
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    match = re.fullmatch(r'cpu|cuda(?::(\d+))?', device)
+    if not match:
+        raise MMHireError(f'--device {device!r}: use cpu, cuda or cuda:N.')
+    if device != 'cpu':
+        index = int(match[1] or 0)
+        if index >= torch.cuda.device_count():
+            have = (f'{torch.cuda.device_count()} CUDA device(s)'
+                    if torch.cuda.is_available() else 'no CUDA GPU')
+            raise MMHireError(f'--device {device}: this machine has {have}; '
+                              'use --device cpu.')
+    return device
+
+
 def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
     """The config as mmdet's and mmseg's tools prepare it, adapted to this
     machine."""
@@ -69,6 +119,7 @@ def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
         raise MMHireError(f'config {path!r} does not exist.')
     cfg = Config.fromfile(path)
     if cfg_options:
+        check_option_keys(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     cfg.launcher = launcher
     if work_dir is not None:
@@ -112,6 +163,20 @@ def adapt_to_machine(cfg, launcher):
         # mmengine's init_dist selects a CUDA device first; start gloo here.
         if not dist.is_initialized():
             dist.init_process_group(backend='gloo')
+
+
+def use_amp(cfg):
+    """``--amp``: mmengine's ``AmpOptimWrapper`` (float16 autocast, dynamic
+    loss scaling), which runs on CUDA (or NPU, MLU, MUSA) only; without one
+    of those, one line instead of mmengine's assertion."""
+    if not (torch.cuda.is_available() or is_npu_available()
+            or is_mlu_available() or is_musa_available()):
+        raise MMHireError(
+            '--amp needs a GPU (mmengine\'s AmpOptimWrapper runs on CUDA, '
+            'NPU, MLU or MUSA) and this machine has none; train without '
+            '--amp here.')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
 def _datasets(cfg):

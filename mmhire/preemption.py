@@ -37,7 +37,8 @@ class AtomicLocalBackend(LocalBackend):
     """Local files written to a temporary file in the same directory and
     renamed into place: a kill or a full disk during the write never leaves
     a truncated file under the target's name, and the old file stays until
-    the new one is complete."""
+    the new one is complete. The file's mode follows the umask, as
+    ``torch.save``'s would."""
 
     def put(self, obj, filepath):
         directory = osp.dirname(osp.abspath(filepath))
@@ -46,6 +47,11 @@ class AtomicLocalBackend(LocalBackend):
             dir=directory, prefix=f'.{osp.basename(filepath)}.',
             suffix='.partial')
         try:
+            # mkstemp makes the file 0600; a checkpoint gets the mode that
+            # torch.save would give it (the process's umask applied).
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
             with os.fdopen(fd, 'wb') as f:
                 f.write(obj)
                 f.flush()

@@ -4,6 +4,7 @@ backbone gets these tests by being registered and having a case; what is
 particular to one backbone stays in its own test file."""
 import argparse
 import copy
+import datetime
 import importlib.util
 import inspect
 import itertools
@@ -11,21 +12,25 @@ import math
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 from cases import CASES
 from conftest import (ROOT, bn_state, check_with_cp_matches,
                       max_relative_error, pretrained, randomize_norms,
                       run_tool)
 from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
 
 import mmhire
 from mmhire.errors import ArchError, CheckpointError, DeployError, InputError
-from mmhire.models import BACKBONES, backbone_names
+from mmhire.models import BACKBONES, backbone_names, fused_ops
 
 NAMES = backbone_names()
 
@@ -83,9 +88,21 @@ def test_out_indices_and_bad_arguments(backbone):
         model.map_channels[1], model.map_channels[3]]
     for kwargs, message in [
             (dict(out_indices=(0, 4)), 'subset of 0..3'),
-            (dict(frozen_stages=5), 'frozen_stages must be in -1..4')]:
+            (dict(out_indices=('0', )), r"subset of 0..3, got \('0',\)"),
+            (dict(out_indices=None), 'subset of 0..3, got None'),
+            (dict(frozen_stages=5), 'frozen_stages must be in -1..4'),
+            (dict(frozen_stages='1'), "in -1..4, got '1'"),
+            (dict(frozen_stages=1.5), 'in -1..4, got 1.5'),
+            (dict(frozen_stages=None), 'in -1..4, got None')]:
         with pytest.raises(ArchError, match=message):
             cls(case.arch, **kwargs)
+    # numpy integers and arrays, as a config computes them, are accepted
+    numpy_arch = {k: np.array(v) for k, v in case.arch.items()}
+    model = cls(numpy_arch, out_indices=np.array([1, 2]),
+                frozen_stages=np.int64(1))
+    assert model.arch == cls(case.arch).arch and model.out_indices == (1, 2)
+    with pytest.raises(InputError, match='expected a floating-point tensor'):
+        model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
     zoo = ', '.join(repr(name) for name in cls.arch_zoo)
     with pytest.raises(ArchError, match=f"unknown arch 'huge'.*{zoo}"):
         cls('huge')
@@ -144,8 +161,113 @@ def test_with_cp_equals_without(backbone):
     check_with_cp_matches(cls(case.arch).train(), torch.randn(2, 3, 64, 96))
 
 
-def test_deploy_form_equals_eval_mode(backbone):
+def saved_activation_bytes(model, x):
+    """Bytes of the tensors (other than parameters) that a training forward
+    of ``model`` keeps for its backward pass."""
+    parameters = {p.data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        if tensor.data_ptr() not in parameters:
+            saved[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        outs = model(x)
+    sum(o.sum() for o in outs).backward()
+    return sum(saved.values())
+
+
+def test_with_cp_keeps_at_most_half_the_activations(backbone):
+    # With a frozen stem, the first stage's input needs no gradient; its
+    # blocks are checkpointed all the same.
     cls, case = backbone
+    x = torch.randn(2, 3, 128, 128)
+    plain, checkpointed = (
+        saved_activation_bytes(cls(case.arch, frozen_stages=0,
+                                   with_cp=with_cp).train(), x)
+        for with_cp in (False, True))
+    assert checkpointed <= plain / 2, (checkpointed, plain)
+
+
+def _ddp_worker(rank, name, module, port):
+    """Rank ``rank`` of two gloo processes: three DDP training steps of the
+    backbone ``name`` for each of three ``out_indices``."""
+    importlib.import_module(module)  # where a plugin registers it
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=120))
+    cls = next(b for b in BACKBONES if b.__name__ == name)
+    for out_indices in [(0, 1, 2), (1, 2), (0, 1, 2, 3)]:
+        torch.manual_seed(rank)
+        model = DistributedDataParallel(
+            cls(CASES[name].arch, out_indices=out_indices).train())
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for _ in range(3):
+            outs = model(torch.randn(2, 3, 64, 64))
+            sum(o.square().mean() for o in outs).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stderr.flush()
+    os._exit(0)  # no interpreter teardown under gloo's threads (engine.py)
+
+
+def test_ddp_trains_whatever_the_out_indices(backbone, capfd):
+    # Stages that no output needs are not built: DDP would wait for their
+    # gradients. The weights are laid out as their gradients come.
+    cls, case = backbone
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.start_processes(
+        _ddp_worker, args=(cls.__name__, case.module, port), nprocs=2,
+        start_method='spawn')
+    assert 'Grad strides do not match' not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize('deploy', [False, True], ids=['train', 'deploy'])
+def test_float16_at_detection_size(backbone, deploy):
+    # Every norm shifted up: activations of mean above 1, where a float16
+    # sum over a stride-4 map of 1024x1024 (65536 tokens) overflows.
+    cls, case = backbone
+    model = randomize_norms(cls(case.arch)).eval()
+    for norm in model.modules():
+        if isinstance(norm, (_BatchNorm, torch.nn.GroupNorm,
+                             torch.nn.LayerNorm)) and norm.bias is not None:
+            norm.bias.data += 2
+    if deploy:
+        model.switch_to_deploy()
+    with torch.no_grad():
+        outs = model.half()(torch.randn(1, 3, 1024, 1024).half() + 1)
+    assert outs[0].float().mean() > 1
+    assert all(o.dtype == torch.float16 and o.isfinite().all() for o in outs)
+
+
+def test_bfloat16_autocast_training(backbone):
+    cls, case = backbone
+    model = randomize_norms(cls(case.arch)).train()
+    reference = copy.deepcopy(model)
+    x = torch.randn(2, 3, 64, 96)
+    torch.manual_seed(1)  # the same drop-path draws
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+    sum(o.float().square().mean() for o in outs).backward()
+    torch.manual_seed(1)
+    expected = reference(x)
+    assert all(o.dtype == torch.bfloat16 for o in outs)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.isfinite().all() for g in grads)
+    for out, want in zip(outs, expected):
+        assert (out.float() - want).norm() / want.norm() < 0.05
+
+
+@pytest.mark.parametrize('fused', [True, False], ids=['fused', 'plain'])
+def test_deploy_form_equals_eval_mode(backbone, fused, monkeypatch):
+    cls, case = backbone
+    if not fused:  # the path CUDA takes
+        monkeypatch.setattr(fused_ops, '_POINTWISE', None)
     model = randomize_norms(cls(case.arch)).eval()
     deployed = copy.deepcopy(model)
     deployed.switch_to_deploy()
@@ -175,6 +297,14 @@ def test_released_file_loads_exactly(backbone, tmp_path):
         f'{path} (released ImageNet checkpoint, model weights); no backbone ' \
         "tensor missing; skipped the classifier's " in message
     assert classifier[0] in message
+    # A backbone without the last stage loads the file all the same.
+    truncated = pretrained(cls, case.arch, path, out_indices=(0, 1, 2),
+                           **case.kwargs)
+    with torch.no_grad():
+        assert max_relative_error(truncated(x),
+                                  tuple(reference.dense_maps(x))[:3]) < 1e-5
+    assert 'not needed for out_indices (0, 1, 2): ' in \
+        truncated.load_pretrained(path)
     ema = pretrained(cls, case.arch, path, use_ema=True, **case.kwargs)
     changed = [torch.equal(a, b + 1) for a, b in zip(
         ema.parameters(), model.parameters())]

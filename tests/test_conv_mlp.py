@@ -122,10 +122,10 @@ def test_deploy_form_gives_the_same_maps():
 
 def test_drop_path_restarts_in_each_stage():
     model = ConvMLP('medium', drop_path_rate=0.2)
-    rates = [[getattr(b.drop_path, 'drop_prob', 0.) for b in s.blocks]
-             for s in model.stages]
-    expected = [torch.linspace(0, 0.2, n).tolist() for n in (3, 6, 3)]
-    assert rates == expected
+    rates = [getattr(b.drop_path, 'drop_prob', 0.) for s in model.stages
+             for b in s.blocks]
+    assert rates == pytest.approx([0.2 * i / (n - 1) for n in (3, 6, 3)
+                                   for i in range(n)])
     default = ConvMLP('large')
     assert default.stages[1].blocks[-1].drop_path.drop_prob == \
         pytest.approx(0.1)

@@ -1,9 +1,11 @@
 """Everyday use: inference on a folder of your own images, and test.py's
 --out / --show-dir, for a detector and a segmentor, with --tta too."""
 import json
+import os
 import pickle
 import re
 import shutil
+import stat
 
 import pytest
 from conftest import ROOT, run_tool
@@ -113,3 +115,41 @@ def test_show_without_a_display_is_a_clear_error(det_checkpoint):
                       env={'DISPLAY': ''})
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     assert '--show needs a display' in result.stderr
+
+
+def test_checkpoints_follow_the_umask(seg_checkpoint):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(seg_checkpoint.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize('args,says', [
+    (['--device', 'gpu'], "--device 'gpu': use cpu, cuda or cuda:N."),
+    (['--device', 'cuda:7'], '--device cuda:7: this machine has '),
+    ([], 'none of the 1 inputs is a readable image; nothing was predicted.'),
+], ids=['unknown-device', 'absent-device', 'nothing-readable'])
+def test_infer_refuses_in_one_line(seg_checkpoint, tmp_path, args, says):
+    (tmp_path / 'broken.jpg').write_bytes(b'not an image')
+    result = run_tool(['tools/infer.py', str(tmp_path / 'broken.jpg'), SEG,
+                       str(seg_checkpoint), '--out-dir', 'out', *args],
+                      cwd=tmp_path, check=False)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert says in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize('script,args', [
+    ('dist_train.sh', [SEG, '0']), ('dist_train.sh', [SEG, 'two']),
+    ('dist_train.sh', ['2', SEG]), ('dist_train.sh', [SEG]),
+    ('dist_test.sh', [SEG, 'ckpt.pth', '-1'])])
+def test_dist_scripts_check_the_process_count(tmp_path, script, args):
+    result = run_tool([f'tools/{script}', *args], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and result.stderr.startswith(
+        'error: GPUS must be a whole number above 0')
+
+
+def test_get_flops_checks_the_shape(tmp_path):
+    result = run_tool(['tools/analysis/get_flops.py', 'tiny', '--shape', '0',
+                       '-5'], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "argument --shape: '0' is not a whole number above 0")

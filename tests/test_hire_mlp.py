@@ -132,6 +132,10 @@ def test_inference_in_tiles_gives_the_same_outputs(monkeypatch, tile_tokens):
     reference, model = reference_and_ours()
     model.eval()
     x = torch.randn(2, 3, 97, 131)
+    tiled_blocks = []
+    forward_tiled = HireBlock._forward_tiled
+    monkeypatch.setattr(HireBlock, '_forward_tiled', lambda *args: (
+        tiled_blocks.append(1), forward_tiled(*args))[1])
     with torch.no_grad():
         theirs = reference.eval().forward_features(x)
         monkeypatch.setattr(HireBlock, 'TILE_ABOVE', 0)
@@ -139,6 +143,8 @@ def test_inference_in_tiles_gives_the_same_outputs(monkeypatch, tile_tokens):
         tiled = model(x)
         model.switch_to_deploy()
         tiled_deploy = model(x)
+    blocks = sum(model.arch['depths'])
+    assert len(tiled_blocks) == 2 * blocks  # every block, in both forms
     assert max_relative_error(tiled, theirs) < 1e-5
     assert max_relative_error(tiled_deploy, theirs) < 1e-4
 
@@ -282,12 +288,15 @@ def test_load_reports_one_line(tmp_path):
     released_file(tmp_path / 'r.pth')
     message = HireMLP('tiny', out_indices=(1, 2)).load_pretrained(
         tmp_path / 'r.pth')
-    assert 'HireMLP: loaded 408 tensors' in message  # 415 less 7
+    # 415 less the classifier's 7, less the unbuilt last stage's 83
+    assert 'HireMLP: loaded 325 tensors' in message
     assert 'released ImageNet checkpoint, model weights' in message
     assert 'no backbone tensor missing' in message
     assert ("skipped the classifier's norm.weight, norm.bias, "
             'norm.running_mean') in message
     assert 'fresh per-output norms: norm1, norm2' in message
+    assert ('not needed for out_indices (1, 2): 83 tensors of '
+            'downsamples.2, stages.3') in message
 
 
 def test_another_arch_is_refused_naming_both(tmp_path):

@@ -10,7 +10,8 @@ from mmhire.models.layers import ConvNormAct
 
 @register_backbone
 class ToyMLP(DenseBackbone):
-    """A 4x4 stem, 3x3 conv-BN-ReLU stages and 2x2 downsamplings."""
+    """A 4x4 stem, stages of 3x3 and 1x1 conv-BN-ReLU blocks, and 2x2
+    downsamplings."""
 
     paper_name = 'Toy-MLP'
     arch_keys = ('depths', 'channels')
@@ -25,12 +26,14 @@ class ToyMLP(DenseBackbone):
         self.stem = ConvNormAct(in_channels, channels[0], 4, 4, 0, norm_cfg)
         self.downsamples = nn.ModuleList(
             ConvNormAct(channels[i], channels[i + 1], 2, 2, 0, norm_cfg)
-            for i in range(3))
+            for i in range(self.num_stages - 1))
         self.stages = nn.ModuleList(
-            nn.Sequential(*(ConvNormAct(c, c, 3, 1, 1, norm_cfg)
+            nn.Sequential(*(nn.Sequential(ConvNormAct(c, c, 3, 1, 1, norm_cfg),
+                                          ConvNormAct(c, c, 1, 1, 0, norm_cfg))
                             for _ in range(depth)))
-            for c, depth in zip(channels, self.arch['depths']))
-        self._freeze_stages()
+            for c, depth in zip(channels[:self.num_stages],
+                                self.arch['depths']))
+        self.finish_building()
 
     def forward(self, x):
         self.check_input(x)
@@ -62,7 +65,7 @@ class ToyMLP(DenseBackbone):
     @classmethod
     def arch_of(cls, state_dict):
         depths, channels = cls.per_stage(
-            state_dict, r'stages\.(\d)\.(\d+)\.conv\.weight',
+            state_dict, r'stages\.(\d)\.(\d+)\.0\.conv\.weight',
             lambda weight: weight.shape[0])
         return dict(depths=depths, channels=channels) if any(depths) else {}
 

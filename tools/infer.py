@@ -21,11 +21,10 @@ import os.path as osp
 
 import mmcv
 import numpy as np
-import torch
 from mmengine.utils import ProgressBar
 
 from mmhire.checkpoint import check_readable
-from mmhire.engine import load_config, tool_session
+from mmhire.engine import load_config, resolve_device, tool_session
 from mmhire.errors import MMHireError
 from mmhire.models import switch_to_deploy
 
@@ -102,8 +101,7 @@ def main():
         images = find_images(args.input)
         check_readable(args.checkpoint)
         cfg = load_config(args.config)
-        device = args.device or ('cuda' if torch.cuda.is_available()
-                                 else 'cpu')
+        device = resolve_device(args.device)
         inferencer, options, record = build_inferencer(
             cfg, args.checkpoint, device, args.score_thr)
         if args.deploy:
@@ -128,7 +126,10 @@ def main():
                 for numbered in glob.glob(osp.join(preds_dir, '*_pred.png')):
                     os.replace(numbered, osp.join(preds_dir, f'{name}.png'))
             progress.update()
-    done = len(images) - len(skipped)
+        done = len(images) - len(skipped)
+        if not done:
+            raise MMHireError(f'none of the {len(images)} inputs is a '
+                              'readable image; nothing was predicted.')
     print(f'\n{done} images: pictures in {osp.join(args.out_dir, "vis")}, '
           f'predictions in {preds_dir}'
           + (f'; {len(skipped)} skipped' if skipped else ''))

@@ -6,6 +6,10 @@
 # tools/train.py does, once its processes have saved their checkpoint.
 GPUS=$1
 SCRIPT=$2
+if ! [[ "$GPUS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: GPUS must be a whole number above 0, got '$GPUS'; usage: ${USAGE:-torchrun.sh GPUS SCRIPT [ARGS...]}" >&2
+  exit 2
+fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ -x "$ROOT/.venv/bin/python" ] && PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 

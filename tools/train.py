@@ -18,7 +18,7 @@ import os.path as osp
 from mmhire import preemption
 from mmhire.checkpoint import check_readable, newest_readable_checkpoint
 from mmhire.engine import (add_common_args, build_runner, check_data,
-                           load_config, tool_session)
+                           load_config, tool_session, use_amp)
 
 
 def parse_args():
@@ -41,8 +41,7 @@ def main():
         cfg = load_config(args.config, args.cfg_options, args.work_dir,
                           args.launcher)
         if args.amp:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+            use_amp(cfg)
         if args.auto_scale_lr:
             if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
                 raise SystemExit('error: --auto-scale-lr needs '

@@ -5,8 +5,9 @@ oneDNN (mkldnn) applies the activation or the add while the convolution's
 output is still in cache, instead of in another pass over memory; PyTorch
 exposes this as ``torch.ops.mkldnn._convolution_pointwise`` (what
 ``torch.compile`` emits on CPU). It is used only where autograd is off, on
-float32 CPU tensors outside tracing; everywhere else, and where the op is
-missing, the same arithmetic runs as plain PyTorch.
+float32 CPU tensors outside autocast and tracing (where it is exact);
+everywhere else, and where the op is missing, the same arithmetic runs as
+plain PyTorch.
 """
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ _ACTIVATIONS = {'relu': F.relu, 'gelu': F.gelu}
 def fusable(x):
     return (_POINTWISE is not None and x.device.type == 'cpu'
             and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled('cpu')
             and not torch.jit.is_tracing())
 
 

@@ -1,9 +1,11 @@
 """Layers more than one backbone is built from: the token/map views of
-channels-last maps, the convolution-norm-activation layer (BatchNorm folded
-into the convolution in the deploy form, which then runs as one fused kernel
-on CPU), the pointwise MLP and the residual block."""
+channels-last maps, their spatial mean, the convolution-norm-activation
+layer (BatchNorm folded into the convolution in the deploy form, which then
+runs as one fused kernel on CPU), the pointwise MLP (on maps or vectors),
+the residual block, and the weight layout of a channels-last network."""
 from collections import OrderedDict
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
@@ -21,6 +23,17 @@ def tokens(x):
 def maps(x):
     """(B, H, W, C) tokens -> (B, C, H, W) channels-last maps (a view)."""
     return x.permute(0, 3, 1, 2)
+
+
+def spatial_mean(x):
+    """Mean over H and W of (B, C, H, W) maps, as (B, C) in their dtype:
+    summed in at least float32 (a float16 sum of a large map overflows,
+    whatever the mean), rows first (torch reduces a view with gaps between
+    its rows, such as the width branch of Hire-MLP, ten times slower in one
+    go)."""
+    total = tokens(x).sum(1, dtype=torch.promote_types(x.dtype,
+                                                       torch.float32)).sum(1)
+    return (total / (x.shape[2] * x.shape[3])).to(x.dtype)
 
 
 def conv_norm_act(in_channels, out_channels, kernel_size, stride, padding,
@@ -78,9 +91,7 @@ class ConvNormAct(nn.Sequential):
 
 
 class PointwiseMLP(nn.Module):
-    """Two 1x1 convolutions with a GELU between them. On an (N, C) batch of
-    vectors they run as linear layers: the same weights, without
-    convolution's slow path for 1x1 maps."""
+    """Two 1x1 convolutions with a GELU between them."""
 
     def __init__(self, in_channels, hidden_channels, out_channels):
         super().__init__()
@@ -89,11 +100,34 @@ class PointwiseMLP(nn.Module):
         self.fc2 = nn.Conv2d(hidden_channels, out_channels, 1)
 
     def forward(self, x):
-        if x.dim() == 2:
-            x = F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)
-            return F.linear(self.act(x), self.fc2.weight.flatten(1),
-                            self.fc2.bias)
         return self.fc2(self.act(self.fc1(x)))
+
+
+class VectorMLP(PointwiseMLP):
+    """The same weights on an (N, C) batch of vectors, as linear layers:
+    without convolution's slow path for 1x1 maps."""
+
+    views_weights = True  # see channels_last_weights
+
+    def forward(self, x):
+        x = F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)
+        return F.linear(self.act(x), self.fc2.weight.flatten(1),
+                        self.fc2.bias)
+
+
+def channels_last_weights(network):
+    """Lay out the convolution weights of a network that runs on
+    channels-last maps as their gradients come, so that DDP copies none
+    into its buckets and warns of no stride mismatch. Modules that compute
+    with reshaped views of their weights (``views_weights``) keep the
+    standard layout, in which those views' gradients come."""
+    viewed = {id(m) for module in network.modules()
+              if getattr(module, 'views_weights', False)
+              for m in module.modules()}
+    for m in network.modules():
+        if isinstance(m, nn.Conv2d) and id(m) not in viewed:
+            m.weight.data = m.weight.data.to(
+                memory_format=torch.channels_last)
 
 
 class ResidualBlock(nn.Module):

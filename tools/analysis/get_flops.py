@@ -18,7 +18,7 @@ from mmengine.analysis import get_model_complexity_info
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
-from mmhire.engine import load_config, tool_session
+from mmhire.engine import load_config, positive_int, tool_session
 from mmhire.errors import MMHireError
 from mmhire.models import BACKBONES, backbone_names, switch_to_deploy
 
@@ -82,7 +82,7 @@ def main():
     parser.add_argument('--backbone', default='HireMLP',
                         choices=backbone_names(),
                         help='the network of an arch name')
-    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224],
+    parser.add_argument('--shape', type=positive_int, nargs=2, default=[224, 224],
                         metavar=('H', 'W'), help='input size')
     parser.add_argument('--deploy', action='store_true',
                         help='count the deploy form (BatchNorms folded)')

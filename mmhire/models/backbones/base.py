@@ -4,6 +4,7 @@ smallest input, gradient checkpointing that updates BatchNorm statistics
 once, the deploy-form template and the refusal to train it, and
 ``init_cfg`` Pretrained loading through the safe loader (each backbone reads
 its own released files; the others only name a file that is theirs)."""
+import numbers
 import re
 from contextlib import contextmanager, nullcontext
 from functools import cached_property
@@ -18,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmhire.checkpoint import list_keys, safe_load, unwrap_state_dict
 from mmhire.errors import ArchError, CheckpointError, DeployError, InputError
+from mmhire.models.layers import channels_last_weights
 from mmhire.models.registry import BACKBONES
 
 
@@ -49,6 +51,26 @@ def checkpointed(block, x):
         context_fn=lambda: (nullcontext(), _scratch_bn_statistics(block)))
 
 
+def plain(value):
+    """A config value as plain Python, for checking and comparing: numpy
+    and tensor scalars as Python numbers, lists and arrays as tuples;
+    anything else as it is."""
+    if isinstance(value, (str, bytes, dict)) or value is None:
+        return value
+    if getattr(value, 'ndim', None) == 0 and hasattr(value, 'item'):
+        return value.item()
+    if isinstance(value, numbers.Number):
+        return value
+    try:
+        return tuple(plain(v) for v in value)
+    except TypeError:
+        return value
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class _PlainNCHW(torch.autograd.Function):
     """Channels-last maps out as plain NCHW, with the gradient coming back
     channels-last: ``.contiguous()`` would pass a neck's NCHW gradient on
@@ -66,16 +88,19 @@ class _PlainNCHW(torch.autograd.Function):
 
 class DenseBackbone(BaseModule):
     """Base of the backbones. A subclass sets ``paper_name`` (for messages),
-    ``arch_zoo`` and ``arch_keys``, builds its layers, and implements
-    ``forward``, ``size_steps`` (map sizes), ``frozen_modules``,
-    ``folded_norms`` and ``fold`` (the deploy form), ``init_from_scratch``,
-    and, for checkpoints, ``from_released`` and ``arch_of``; where needed,
-    ``check_arch``, ``map_channels``, ``fits`` and ``fit_state_dict``."""
+    ``arch_zoo``, ``arch_keys`` and, where it runs on channels-last maps,
+    ``channels_last``; builds its stages up to ``num_stages`` and then
+    calls ``finish_building``; and implements ``forward``, ``size_steps``
+    (map sizes), ``frozen_modules``, ``folded_norms`` and ``fold`` (the
+    deploy form), ``init_from_scratch``, and, for checkpoints,
+    ``from_released`` and ``arch_of``; where needed, ``check_arch``,
+    ``map_channels``, ``fits`` and ``fit_state_dict``."""
 
     paper_name = None
     arch_zoo = {}
     arch_keys = ()
     num_outs = 4  # strides 4, 8, 16, 32
+    channels_last = False  # whether the network runs on channels-last maps
     deploy_trains = False  # whether the deploy form can still be trained
 
     def __init__(self, arch, in_channels, out_indices, frozen_stages,
@@ -83,9 +108,14 @@ class DenseBackbone(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.arch = self.parse_arch(arch)
         self.out_indices = self._check_out_indices(out_indices)
-        if not -1 <= frozen_stages <= self.num_outs:
+        frozen_stages = plain(frozen_stages)
+        if not (_is_int(frozen_stages)
+                and -1 <= frozen_stages <= self.num_outs):
             raise ArchError(f'{self.name()}: frozen_stages must be in -1..'
-                            f'{self.num_outs}, got {frozen_stages}.')
+                            f'{self.num_outs}, got {frozen_stages!r}.')
+        # Only the stages that out_indices needs are built: a later one would
+        # hold parameters without gradients, on which DDP waits.
+        self.num_stages = max(self.out_indices) + 1
         self.in_channels = in_channels
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -107,7 +137,7 @@ class DenseBackbone(BaseModule):
                     f'{cls.name()}: unknown arch {arch!r}; choose one of '
                     f'{list(cls.arch_zoo)} or give a dict with the keys '
                     f'{list(cls.arch_keys)}.')
-            return {k: v if isinstance(v, int) else tuple(v)
+            return {k: plain(v)
                     for k, v in cls.arch_zoo[arch.lower()].items()}
         if not isinstance(arch, dict) or set(arch) != set(cls.arch_keys):
             got = sorted(arch) if isinstance(arch, dict) else type(arch)
@@ -115,8 +145,7 @@ class DenseBackbone(BaseModule):
                 f'{cls.name()}: a custom arch must be a dict with exactly the '
                 f'keys {list(cls.arch_keys)}, got {got}; or use one of the '
                 f'names {list(cls.arch_zoo)}.')
-        arch = {k: arch[k] if isinstance(arch[k], (int, float))
-                else tuple(arch[k]) for k in cls.arch_keys}
+        arch = {k: plain(arch[k]) for k in cls.arch_keys}
         cls.check_arch(arch)
         return arch
 
@@ -130,7 +159,7 @@ class DenseBackbone(BaseModule):
         where ``count`` is None), each at least ``lowest``."""
         value = arch[key] if count is not None else (arch[key], )
         if not (isinstance(value, tuple) and len(value) == (count or 1)
-                and all(isinstance(v, int) and v >= lowest for v in value)):
+                and all(_is_int(v) and v >= lowest for v in value)):
             raise ArchError(
                 f'{cls.name()}: arch[{key!r}] must be '
                 f'{"one int" if count is None else f"{count} ints"} '
@@ -171,16 +200,19 @@ class DenseBackbone(BaseModule):
                 norm_cfg, self.map_channels[i])[1])
 
     def output(self, i, x):
-        """Map ``i`` as returned: through its norm, if any, as plain NCHW."""
+        """Map ``i`` as returned: through its norm, if any, as plain NCHW,
+        in the map's dtype (autocast runs GroupNorm in float32)."""
         norm = getattr(self, f'norm{i}', None)
-        return _PlainNCHW.apply(norm(x) if norm is not None else x)
+        return _PlainNCHW.apply(norm(x).to(x.dtype) if norm is not None
+                                else x)
 
     def _check_out_indices(self, out_indices):
-        if isinstance(out_indices, int):
+        out_indices = plain(out_indices)
+        if _is_int(out_indices):
             out_indices = (out_indices, )
-        out_indices = tuple(out_indices)
-        if not out_indices or any(
-                i not in range(self.num_outs) for i in out_indices):
+        if not (isinstance(out_indices, tuple) and out_indices and all(
+                _is_int(i) and i in range(self.num_outs)
+                for i in out_indices)):
             raise ArchError(f'{self.name()}: out_indices must be a non-empty '
                             f'subset of 0..{self.num_outs - 1}, got '
                             f'{out_indices}.')
@@ -215,6 +247,12 @@ class DenseBackbone(BaseModule):
                     if self.fits(self.map_sizes(s)))
 
     def check_input(self, x):
+        if not (torch.is_tensor(x) and x.is_floating_point()):
+            got = x.dtype if torch.is_tensor(x) else type(x).__name__
+            raise InputError(
+                f'{self.name()}: expected a floating-point tensor of '
+                f'normalized images, got {got}; convert it (x.float()) and '
+                "normalize it as the config's data_preprocessor does.")
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise InputError(
                 f'{self.name()}: expected an (N, {self.in_channels}, H, W) '
@@ -241,12 +279,27 @@ class DenseBackbone(BaseModule):
         return tuple(outs)
 
     def run_blocks(self, blocks, x):
-        """Apply ``blocks`` in turn, each checkpointed under ``with_cp``."""
-        if not (self.with_cp and x.requires_grad):
+        """Apply ``blocks`` in turn; under ``with_cp``, while autograd
+        records, each block with trainable parameters is checkpointed
+        (whether or not its input needs a gradient: after a frozen stem it
+        does not)."""
+        if not (self.with_cp and torch.is_grad_enabled()):
             return blocks(x)
         for block in blocks:
-            x = checkpointed(block, x)
+            trains = any(p.requires_grad for p in block.parameters())
+            x = checkpointed(block, x) if trains else block(x)
         return x
+
+    @staticmethod
+    def drop_path_rates(rate, depths):
+        """Per stage, the stochastic depth rates of its blocks, rising
+        linearly from 0 to ``rate`` over all blocks of ``depths``: plain
+        floats, so that a backbone builds on any device (``meta``
+        included) and a truncated one keeps the rates of the full one."""
+        total = sum(depths)
+        rates = [rate * i / max(total - 1, 1) for i in range(total)]
+        return [rates[sum(depths[:i]):sum(depths[:i + 1])]
+                for i in range(len(depths))]
 
     def stage_blocks(self):
         """Every block of ``self.stages``, where each stage is a sequence of
@@ -264,13 +317,21 @@ class DenseBackbone(BaseModule):
         if self.frozen_stages < 0:
             return []
         modules = [stem]
-        for i in range(self.frozen_stages):
+        for i in range(min(self.frozen_stages, self.num_stages)):
             if i:
                 modules.append(downsamples[i - 1])
             modules.append(self.stages[i])
             if hasattr(self, f'norm{i}'):
                 modules.append(getattr(self, f'norm{i}'))
         return modules
+
+    def finish_building(self):
+        """The end of a subclass's ``__init__``: weights laid out as the
+        gradients of a channels-last network come (so that DDP copies none
+        and warns of no stride mismatch), then ``frozen_stages``."""
+        if self.channels_last:
+            channels_last_weights(self)
+        self._freeze_stages()
 
     def _freeze_stages(self):
         for module in self.frozen_modules():
@@ -296,7 +357,8 @@ class DenseBackbone(BaseModule):
 
     def switch_to_deploy(self):
         """Fold the BatchNorms that ``folded_norms`` names into the layers
-        next to them, for inference; eval-mode outputs stay the same.
+        next to them, for inference; eval-mode outputs stay the same (the
+        folds run in float64 whatever the network's dtype).
         Refused, before anything changes, where one of them is not a
         BatchNorm (``norm_cfg``)."""
         if self.deploy:
@@ -308,7 +370,13 @@ class DenseBackbone(BaseModule):
                 f'{self.name()}: switch_to_deploy folds BatchNorm layers '
                 f'only; this network has {sorted(others)} (norm_cfg). Build '
                 "it with norm_cfg=dict(type='BN') (or SyncBN) to deploy it.")
-        self.fold()
+        # The folds in float64, outside autocast (so never in TF32 or half
+        # precision), then back to the network's dtype.
+        dtype = next(self.parameters()).dtype
+        with torch.autocast(next(self.parameters()).device.type,
+                            enabled=False):
+            self.double().fold()
+        self.to(dtype)
         self.deploy = True
         self.eval()
 
@@ -340,6 +408,15 @@ class DenseBackbone(BaseModule):
 
     def init_from_scratch(self):
         raise NotImplementedError
+
+    def full_state_dict(self):
+        """The state dict of this backbone, or, where ``out_indices`` leaves
+        stages unbuilt, of the whole network (tensors on the meta device:
+        shapes only), as a checkpoint of its arch holds it."""
+        if self.num_stages == self.num_outs:
+            return self.state_dict()
+        with torch.device('meta'):
+            return type(self)(self.arch).state_dict()
 
     @classmethod
     def from_released(cls, state_dict):
@@ -400,7 +477,7 @@ class DenseBackbone(BaseModule):
         network = type(self)
         _, state_dict, dropped, file_arch = network.recognise(found)
         expected = self.state_dict()
-        model_arch = network.arch_of(expected)
+        model_arch = network.arch_of(self.full_state_dict())
         other = None if file_arch else identify(found)
         if other is not None:
             raise CheckpointError(
@@ -453,7 +530,11 @@ class DenseBackbone(BaseModule):
             message += f"; skipped the classifier's {list_keys(dropped)}"
         if fresh:
             message += f'; fresh per-output norms: {", ".join(fresh)}'
-        if ignored:
+        if ignored and self.num_stages < self.num_outs:
+            unbuilt = sorted({'.'.join(k.split('.')[:2]) for k in ignored})
+            message += (f'; not needed for out_indices {self.out_indices}: '
+                        f'{len(ignored)} tensors of {", ".join(unbuilt)}')
+        elif ignored:
             message += f'; ignored, not in this backbone: {list_keys(ignored)}'
         MMLogger.get_current_instance().info(message)
         return message

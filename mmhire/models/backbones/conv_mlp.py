@@ -177,6 +177,7 @@ class ConvMLP(DenseBackbone):
             files, or an mmhire/mmdet/mmseg checkpoint.
     """
 
+    channels_last = True
     paper_name = 'ConvMLP'
     arch_keys = ('stem_channels', 'conv_blocks', 'depths', 'channels',
                  'mlp_ratios')
@@ -204,16 +205,19 @@ class ConvMLP(DenseBackbone):
                          norm_eval, with_cp, init_cfg)
         stem, channels = self.arch['stem_channels'], self.arch['channels']
         self.tokenizer = Tokenizer(in_channels, stem, norm_cfg)
-        self.conv_stages = ConvStage(stem, channels[0],
-                                     self.arch['conv_blocks'], norm_cfg)
+        if self.num_stages > 1:
+            self.conv_stages = ConvStage(stem, channels[0],
+                                         self.arch['conv_blocks'], norm_cfg)
+        # Map 2 is the first Conv-MLP stage's output, map 3 the third's.
         self.stages = nn.ModuleList(
             MLPStage(channels[i], channels[i + 1] if i < 2 else 0,
                      int(channels[i] * self.arch['mlp_ratios'][i]),
-                     torch.linspace(0, drop_path_rate, depth).tolist())
-            for i, depth in enumerate(self.arch['depths']))
+                     self.drop_path_rates(drop_path_rate, (depth, ))[0])
+            for i, depth in enumerate(self.arch['depths'][:(
+                0, 0, 1, 3)[self.num_stages - 1]]))
         if out_norm:
             self.add_out_norms(norm_cfg)
-        self._freeze_stages()
+        self.finish_building()
 
     @property
     def map_channels(self):
@@ -235,12 +239,19 @@ class ConvMLP(DenseBackbone):
                             'first tokenizer convolutions use half), got '
                             f'{arch["stem_channels"]}.')
 
+    def _pyramid_stages(self):
+        """The tokenizer, the conv stage and the Conv-MLP stages, as built."""
+        return [self.tokenizer, *([self.conv_stages]
+                                  if self.num_stages > 1 else []),
+                *self.stages]
+
     def size_steps(self):
+        downsamples = [self.conv_stages.downsample, *(
+            stage.downsample_mlp.downsample for stage in self.stages[:2])
+        ] if self.num_stages > 1 else []
         return [[m for m in self.tokenizer.block
                  if isinstance(m, (nn.Conv2d, nn.MaxPool2d))],
-                [self.conv_stages.downsample],
-                *([stage.downsample_mlp.downsample]
-                  for stage in self.stages[:2])]
+                *([d] for d in downsamples)]
 
     def forward(self, x):
         self.check_input(x)
@@ -248,9 +259,10 @@ class ConvMLP(DenseBackbone):
         # (B, H, W, C) tokens are free views of the maps.
         x = self.tokenizer(x.contiguous(memory_format=torch.channels_last))
         pyramid = [x]
-        x = self.run_blocks(self.conv_stages.conv_blocks, x)
-        pyramid.append(self.conv_stages.downsample(x))
-        x = tokens(pyramid[-1])
+        if self.num_stages > 1:
+            x = self.run_blocks(self.conv_stages.conv_blocks, x)
+            pyramid.append(self.conv_stages.downsample(x))
+            x = tokens(pyramid[-1])
         for i, stage in enumerate(self.stages):
             x = stage.downsample_mlp(self.run_blocks(stage.blocks, x))
             if i != 1:  # the second stage's output is not one of the maps
@@ -258,8 +270,7 @@ class ConvMLP(DenseBackbone):
         return tuple(self.output(i, pyramid[i]) for i in self.out_indices)
 
     def frozen_modules(self):
-        stages = [self.tokenizer, self.conv_stages, *self.stages]
-        modules = stages[:self.frozen_stages + 1]
+        modules = self._pyramid_stages()[:self.frozen_stages + 1]
         # The map of output i comes from stage (0, 1, 2, 4)[i].
         modules += [getattr(self, f'norm{i}') for i, stage in
                     enumerate((0, 1, 2, 4))

@@ -18,7 +18,7 @@ from mmhire.errors import ArchError
 from mmhire.models.fold import fold_bn_after, fold_bn_before
 from mmhire.models.fused_ops import conv_act, fusable
 from mmhire.models.layers import (ConvNormAct, PointwiseMLP, ResidualBlock,
-                                  maps, tokens)
+                                  VectorMLP, maps, spatial_mean, tokens)
 from mmhire.models.registry import register_backbone
 from .base import DenseBackbone
 from .flat_network_names import released_to_mmhire
@@ -72,6 +72,8 @@ class RegionMLP(nn.Module):
     the width, its output then is a view of the tokens in padded order; along
     the height it takes one gather, which also undoes the roll.
     """
+
+    views_weights = True  # see channels_last_weights
 
     def __init__(self, channels, region_size, shift, dim, norm_cfg):
         super().__init__()
@@ -132,13 +134,6 @@ def _addcmul_rolled(out, y, weight, roll, dim):
     return out
 
 
-def _spatial_mean(x):
-    """Mean over H and W of channels-last maps, rows first: torch reduces a
-    view with gaps between its rows (the width branch's) ten times slower
-    in one go."""
-    return tokens(x).sum(1).sum(1) / (x.shape[2] * x.shape[3])
-
-
 class HireModule(nn.Module):
     """Height, width and channel branches fused by split attention."""
 
@@ -147,7 +142,7 @@ class HireModule(nn.Module):
         self.branch_h = RegionMLP(channels, region_size, shift, 2, norm_cfg)
         self.branch_w = RegionMLP(channels, region_size, shift, 3, norm_cfg)
         self.fc_c = nn.Conv2d(channels, channels, 1)
-        self.reweight = PointwiseMLP(channels, channels // 4, channels * 3)
+        self.reweight = VectorMLP(channels, channels // 4, channels * 3)
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x):
@@ -159,7 +154,7 @@ class HireModule(nn.Module):
         B, C = x.shape[:2]
         # The mean of h + w + c, without materialising the sum (a mean is
         # blind to rolls).
-        a = sum(_spatial_mean(y) for y, _ in branches)
+        a = sum(spatial_mean(y) for y, _ in branches)
         # Softmax over the branches of each channel (channel c * 3 + j of
         # the reweighting MLP is branch j).
         a = self.reweight(a).view(B, C, 3).softmax(dim=2)
@@ -171,7 +166,7 @@ class HireModule(nn.Module):
         for some images and rows (the height branch comes rolled back
         already, so row tiles need no wrap-around)."""
         (h, _), (w, w_roll), (c, _) = branches
-        a = a[images]
+        a = a[images].to(c.dtype)  # autocast may give softmax float32
         x = c[images, :, rows] * a[:, :, 2]
         x.addcmul_(h[images, :, rows], a[:, :, 0])
         return _addcmul_rolled(x, w[images, :, rows], a[:, :, 1], w_roll, 3)
@@ -255,6 +250,7 @@ class HireMLP(DenseBackbone):
             released file's EMA weights.
     """
 
+    channels_last = True
     paper_name = 'Hire-MLP'
     arch_keys = ARCH_KEYS
     arch_zoo = {
@@ -287,23 +283,21 @@ class HireMLP(DenseBackbone):
         self.downsamples = nn.ModuleList(
             ConvNormAct(channels[i], channels[i + 1], 3, 2, 1, norm_cfg,
                         bias=True)
-            for i in range(self.num_outs - 1))
+            for i in range(self.num_stages - 1))
 
-        depths = self.arch['depths']
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = self.drop_path_rates(drop_path_rate, self.arch['depths'])
         self.stages = nn.ModuleList()
-        for i, depth in enumerate(depths):
+        for i in range(self.num_stages):
             shift, period = (self.arch['shift_sizes'][i],
                              self.arch['shift_periods'][i])
             self.stages.append(nn.Sequential(*(
                 HireBlock(channels[i], self.arch['region_sizes'][i],
-                          (j % period) * shift, rates[sum(depths[:i]) + j],
-                          norm_cfg)
-                for j in range(depth))))
+                          (j % period) * shift, rate, norm_cfg)
+                for j, rate in enumerate(rates[i]))))
 
         if out_norm:
             self.add_out_norms(norm_cfg)
-        self._freeze_stages()
+        self.finish_building()
 
     @classmethod
     def check_arch(cls, arch):

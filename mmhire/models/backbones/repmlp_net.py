@@ -26,7 +26,7 @@ from mmcv.cnn.bricks import DropPath
 
 from mmhire.errors import ArchError, CheckpointError
 from mmhire.models.fold import bn_affine
-from mmhire.models.layers import ConvNormAct
+from mmhire.models.layers import ConvNormAct, spatial_mean
 from mmhire.models.registry import register_backbone
 from .base import DenseBackbone
 
@@ -44,7 +44,7 @@ class GlobalPerceptron(nn.Module):
         self.fc2 = nn.Conv2d(channels // reduction, channels, 1)
 
     def forward(self, x):
-        x = x.mean((2, 3))
+        x = spatial_mean(x)
         x = F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias).relu()
         x = F.linear(x, self.fc2.weight.flatten(1), self.fc2.bias)
         return x.sigmoid()[:, :, None, None]
@@ -58,6 +58,7 @@ def _per_patch_conv(rows, weight):
     batch of R images of S channels; a 1x1 one is a product."""
     r, s, height, width = rows.shape
     k = weight.shape[-1]
+    weight = weight.to(rows.dtype)  # autocast does not cast a product
     if k == 1:
         return rows * weight.view(1, s, 1, 1)
     out = F.conv2d(rows.reshape(1, r * s, height, width),
@@ -128,7 +129,7 @@ class RepMLPBlock(nn.Module):
         out = torch.bmm(rows.reshape(r, s, area).transpose(0, 1),
                         weight.transpose(1, 2))
         if self.fc3.bias is not None:
-            out = out + self.fc3.bias.view(s, 1, area)
+            out = out + self.fc3.bias.view(s, 1, area).to(out.dtype)
         return out.transpose(0, 1).reshape(r, s, self.patch, self.patch)
 
     @torch.no_grad()
@@ -280,24 +281,23 @@ class RepMLPNet(DenseBackbone):
             raise ArchError(f'RepMLPNet: embed_kernel must be one of '
                             f'{EMBED_KERNELS}, got {embed_kernel!r}.')
         self.embed_kernel = embed_kernel
-        channels, depths = self.arch['channels'], self.arch['depths']
+        channels = self.arch['channels']
         self.conv_embedding = ConvNormAct(in_channels, channels[0], 4, 4, 0,
                                           norm_cfg)
-        rates = iter(torch.linspace(0, drop_path_rate, sum(depths)).tolist())
+        rates = self.drop_path_rates(drop_path_rate, self.arch['depths'])
         self.stages = nn.ModuleList(
             nn.Sequential(*(
                 RepMLPUnit(channels[i], self.arch['patch_sizes'][i],
-                           self.arch['sharesets'][i], next(rates), norm_cfg,
-                           deploy)
-                for _ in range(depth)))
-            for i, depth in enumerate(depths))
+                           self.arch['sharesets'][i], rate, norm_cfg, deploy)
+                for rate in rates[i]))
+            for i in range(self.num_stages))
         self.embeds = nn.ModuleList(
             _embedding(channels[i], channels[i + 1], embed_kernel, norm_cfg)
-            for i in range(self.num_outs - 1))
+            for i in range(self.num_stages - 1))
         if out_norm:
             self.add_out_norms(norm_cfg)
         self.deploy = deploy
-        self._freeze_stages()
+        self.finish_building()
 
     @classmethod
     def check_arch(cls, arch):

@@ -20,7 +20,7 @@ from mmhire.errors import ArchError
 from mmhire.models.fold import fold_bn_before
 from mmhire.models.fused_ops import conv_act
 from mmhire.models.layers import (ConvNormAct, PointwiseMLP, ResidualBlock,
-                                  fold_conv_norm)
+                                  VectorMLP, fold_conv_norm, spatial_mean)
 from mmhire.models.registry import register_backbone
 from .base import DenseBackbone
 from .flat_network_names import released_to_mmhire
@@ -45,7 +45,7 @@ class PATM(nn.Module):
                                groups=channels, bias=False)
         self.tfc_w = nn.Conv2d(2 * channels, channels, (7, 1), 1, (3, 0),
                                groups=channels, bias=False)
-        self.reweight = PointwiseMLP(channels, channels // 4, channels * 3)
+        self.reweight = VectorMLP(channels, channels // 4, channels * 3)
         self.proj = nn.Conv2d(channels, channels, 1)
         for name in ('theta_h_conv', 'theta_w_conv'):
             # conv, norm, ReLU, numbered as released
@@ -77,9 +77,9 @@ class PATM(nn.Module):
         # The mean of h + w + c without materialising the sum; softmax over
         # the branches of each channel (channel c * 3 + j of the reweighting
         # MLP is branch j).
-        a = h.mean((2, 3)) + w.mean((2, 3)) + c.mean((2, 3))
+        a = spatial_mean(h) + spatial_mean(w) + spatial_mean(c)
         a = self.reweight(a).view(x.shape[0], -1, 3).softmax(dim=2)
-        a = a[:, :, :, None, None]
+        a = a[:, :, :, None, None].to(c.dtype)  # autocast: softmax float32
         return (h * a[:, :, 0]).addcmul_(w, a[:, :, 1]).addcmul_(c,
                                                                  a[:, :, 2])
 
@@ -154,6 +154,7 @@ class WaveMLP(DenseBackbone):
             mmhire/mmdet/mmseg checkpoint.
     """
 
+    channels_last = True
     paper_name = 'Wave-MLP'
     arch_keys = tuple(_ARCH)
     arch_zoo = {
@@ -180,7 +181,7 @@ class WaveMLP(DenseBackbone):
                  init_cfg=None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
                          norm_eval, with_cp, init_cfg)
-        channels, depths = self.arch['channels'], self.arch['depths']
+        channels = self.arch['channels']
         block_norm = GROUP_NORM if self.arch['group_norm'] else norm_cfg
         embed_norm = block_norm if self.arch['embed_norm'] else None
         self.stem = ConvNormAct(in_channels, channels[0], 7, 4, 2,
@@ -188,19 +189,18 @@ class WaveMLP(DenseBackbone):
         self.downsamples = nn.ModuleList(
             ConvNormAct(channels[i], channels[i + 1], 3, 2, 1, embed_norm,
                         bias=True, act=False)
-            for i in range(self.num_outs - 1))
-        rates = iter(torch.linspace(0, drop_path_rate, sum(depths)).tolist())
+            for i in range(self.num_stages - 1))
+        rates = self.drop_path_rates(drop_path_rate, self.arch['depths'])
         self.stages = nn.ModuleList(
             nn.Sequential(*(
-                WaveBlock(channels[i], self.arch['mlp_ratios'][i],
-                          next(rates), block_norm, norm_cfg,
-                          self.arch['dw_theta'])
-                for _ in range(depth)))
-            for i, depth in enumerate(depths))
+                WaveBlock(channels[i], self.arch['mlp_ratios'][i], rate,
+                          block_norm, norm_cfg, self.arch['dw_theta'])
+                for rate in rates[i]))
+            for i in range(self.num_stages))
         if out_norm:
             self.add_out_norms(block_norm,
                                skip=() if norm_first_map else (0, ))
-        self._freeze_stages()
+        self.finish_building()
 
     @classmethod
     def parse_arch(cls, arch):
@@ -221,6 +221,10 @@ class WaveMLP(DenseBackbone):
             raise ArchError('WaveMLP: arch channels must be at least 4 (the '
                             'reweighting MLP uses channels // 4), got '
                             f'{arch["channels"]}.')
+        for key in ('group_norm', 'dw_theta', 'embed_norm'):
+            if not isinstance(arch[key], bool):
+                raise ArchError(f'WaveMLP: arch[{key!r}] must be True or '
+                                f'False, got {arch[key]!r}.')
 
     def size_steps(self):
         return [[self.stem.conv], *([d.conv] for d in self.downsamples)]
