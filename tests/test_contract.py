@@ -114,6 +114,23 @@ def test_out_indices_and_bad_arguments(backbone):
         cls(next(iter(cls.arch_zoo))).arch  # any case
 
 
+def test_a_partial_pyramid_gives_the_same_maps_and_deploys(backbone):
+    cls, case = backbone
+    full = randomize_norms(cls(case.arch)).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = full(x)
+    for out_indices in [(0, ), (1, 2)]:
+        model = cls(case.arch, out_indices=out_indices)
+        model.load_state_dict({k: full.state_dict()[k]
+                               for k in model.state_dict()})
+        model.switch_to_deploy()
+        with torch.no_grad():
+            outs = model(x)
+        assert max_relative_error(
+            outs, [expected[i] for i in out_indices]) < 1e-5
+
+
 def test_too_small_or_wrong_inputs_are_clear_errors(backbone):
     cls, case = backbone
     model = cls(case.arch).eval()

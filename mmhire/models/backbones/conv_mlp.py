@@ -279,7 +279,9 @@ class ConvMLP(DenseBackbone):
         return modules
 
     def _batch_norm_sequences(self):
-        return [self.tokenizer.block, *self.conv_stages.conv_blocks]
+        bottlenecks = self.conv_stages.conv_blocks if self.num_stages > 1 \
+            else []
+        return [self.tokenizer.block, *bottlenecks]
 
     def folded_norms(self):
         """Every BatchNorm, each into the convolution before it. The affine
