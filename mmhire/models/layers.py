@@ -26,13 +26,17 @@ def maps(x):
 
 
 def spatial_mean(x):
-    """Mean over H and W of (B, C, H, W) maps, as (B, C) in their dtype:
+    """Mean over H and W of (B, C, H, W) maps, as (B, C) in their dtype,
     summed in at least float32 (a float16 sum of a large map overflows,
-    whatever the mean), rows first (torch reduces a view with gaps between
-    its rows, such as the width branch of Hire-MLP, ten times slower in one
-    go)."""
-    total = tokens(x).sum(1, dtype=torch.promote_types(x.dtype,
-                                                       torch.float32)).sum(1)
+    whatever the mean). Plain NCHW maps are reduced in one pass; others
+    rows first (torch reduces a view with gaps between its rows, such as
+    Hire-MLP's width branch, ten times slower in one go, and plain NCHW
+    sixty times slower rows first)."""
+    accumulate = torch.promote_types(x.dtype, torch.float32)
+    if x.is_contiguous():
+        total = x.sum((2, 3), dtype=accumulate)
+    else:
+        total = tokens(x).sum(1, dtype=accumulate).sum(1)
     return (total / (x.shape[2] * x.shape[3])).to(x.dtype)
 
 
