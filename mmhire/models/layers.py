@@ -31,7 +31,7 @@ def spatial_mean(x):
     whatever the mean). Plain NCHW maps are reduced in one pass; others
     rows first (torch reduces a view with gaps between its rows, such as
     Hire-MLP's width branch, ten times slower in one go, and plain NCHW
-    sixty times slower rows first)."""
+    about twenty-five times slower rows first)."""
     accumulate = torch.promote_types(x.dtype, torch.float32)
     if x.is_contiguous():
         total = x.sum((2, 3), dtype=accumulate)

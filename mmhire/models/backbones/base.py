@@ -372,9 +372,9 @@ class DenseBackbone(BaseModule):
                 "it with norm_cfg=dict(type='BN') (or SyncBN) to deploy it.")
         # The folds in float64, outside autocast (so never in TF32 or half
         # precision), then back to the network's dtype.
-        dtype = next(self.parameters()).dtype
-        with torch.autocast(next(self.parameters()).device.type,
-                            enabled=False):
+        weight = next(self.parameters())
+        dtype = weight.dtype
+        with torch.autocast(weight.device.type, enabled=False):
             self.double().fold()
         self.to(dtype)
         self.deploy = True
