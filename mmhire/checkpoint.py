@@ -84,38 +84,53 @@ def register_runner_globals():
 
 def safe_load(filename):
     """``torch.load`` a checkpoint with ``weights_only=True`` and the
-    allowlist above, onto the CPU."""
+    allowlist above, onto the CPU; ``CheckpointError`` in one line for a
+    file that is missing, unreadable, not torch's or refused."""
     register_runner_globals()
     # The context removes its entries on exit: give it only what it adds.
     scoped = [g for g in RELEASED_GLOBALS
               if g not in torch.serialization.get_safe_globals()]
-    try:
-        with get_local_path(filename) as path, \
-                torch.serialization.safe_globals(scoped):
-            try:
+    with get_local_path(filename) as path:
+        if not osp.exists(path):
+            raise CheckpointError(
+                f'checkpoint {filename!r} does not exist; check the path in '
+                "init_cfg=dict(type='Pretrained', checkpoint=...) or on the "
+                'command line.')
+        check_readable(path)  # before torch reads a text file as a pickle
+        try:
+            with torch.serialization.safe_globals(scoped):
                 return torch.load(path, map_location='cpu',
                                   weights_only=True)
-            except FileNotFoundError:
-                raise
-            except (RuntimeError, EOFError, KeyError, OSError):
-                check_readable(path)  # one line saying what is wrong
-                raise
-    except FileNotFoundError:
-        raise CheckpointError(
-            f'checkpoint {filename!r} does not exist; check the path in '
-            "init_cfg=dict(type='Pretrained', checkpoint=...) or on the "
-            'command line.') from None
-    except pickle.UnpicklingError as e:
-        found = re.search(
-            r"GLOBAL (\S+)|got <class '([^']+)'>|(getattr\(.*?\)) is not",
-            str(e))
-        culprit = next(g for g in found.groups() if g) if found else str(e)
-        raise CheckpointError(
-            f'refused to load {filename!r}: it holds a pickled {culprit}, '
-            'which no weights file needs, so it was not unpickled and '
-            'nothing in it ran. Re-save the weights as a plain state dict '
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(refusal(filename, e)) from None
+        except (RuntimeError, EOFError, KeyError, IndexError, ValueError,
+                OSError) as e:  # a damaged archive or pre-1.6 file
+            raise CheckpointError(
+                f'cannot read checkpoint {str(filename)!r}: torch stopped '
+                f'reading it ({type(e).__name__}: {str(e)[:120]}). Use '
+                'another checkpoint.') from None
+
+
+def refusal(filename, error):
+    """The one line for a pickle that ``weights_only`` refused: what it
+    holds, that nothing ran and what to do; never torch's advice to turn
+    the safety off."""
+    found = re.search(
+        r"GLOBAL (\S+)|got <class '([^']+)'>|(getattr\(.*?\)) is not",
+        str(error))
+    if found:
+        what = 'a pickled ' + next(g for g in found.groups() if g)
+    else:  # torch's reason: the paragraph that is neither advice nor link
+        reason = next((p.strip() for p in str(error).split('\n\n')
+                       if p.strip() and not p.startswith(
+                           ('Weights only load failed', 'Check the doc'))),
+                      'something else')
+        what = f'pickled code or data of another kind ({reason})'
+    return (f'refused to load {filename!r}: it holds {what}, which no '
+            'weights file needs, so it was not unpickled and nothing in it '
+            'ran. Re-save the weights as a plain state dict '
             '(torch.save(model.state_dict(), path)) where the file was '
-            'made.') from None
+            'made.')
 
 
 def unreadable(filename):
@@ -218,31 +233,3 @@ def list_keys(keys, limit=6):
     keys = list(keys)
     more = f' and {len(keys) - limit} more' if len(keys) > limit else ''
     return ', '.join(keys[:limit]) + more
-
-
-def check_fits(model, filename):
-    """Refuse, before testing, a checkpoint that would leave part of the
-    model as built (mmengine only warns and tests a half-loaded model)."""
-    checkpoint = safe_load(filename)
-    state_dict = checkpoint.get('state_dict', checkpoint) \
-        if isinstance(checkpoint, dict) else {}
-    state_dict = {k.removeprefix('module.'): v for k, v in state_dict.items()}
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    mismatched = [k for k in expected if k in state_dict
-                  and state_dict[k].shape != expected[k].shape]
-    if missing or mismatched:
-        problems = []
-        if missing:
-            problems.append(
-                f'{len(missing)} tensors missing ({list_keys(missing, 3)})')
-        if mismatched:
-            k = mismatched[0]
-            problems.append(
-                f'{len(mismatched)} of another shape (e.g. {k}: '
-                f'{tuple(state_dict[k].shape)} in the file, '
-                f'{tuple(expected[k].shape)} in the model)')
-        raise CheckpointError(
-            f'{filename!r} does not fit the model of this config: '
-            f'{"; ".join(problems)}. Use the checkpoint that this config '
-            'trained.')

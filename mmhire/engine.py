@@ -1,12 +1,10 @@
-"""What tools/train.py and tools/test.py share: reading a config the way
-mmdet's and mmseg's tools do, adapting it to the machine, checking that its
-data is there, and turning mmhire's errors into one clear line."""
-import argparse
+"""What the tools share: reading a config the way mmdet's and mmseg's tools
+do, adapting it to the machine, building the runner, test-time
+augmentation, and turning mmhire's errors into one clear line. The checks
+made before anything heavy starts are in ``mmhire.checks``."""
 import atexit
 import copy
-import difflib
 import gc
-import inspect
 import logging
 import os
 import os.path as osp
@@ -26,33 +24,13 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmhire  # noqa: F401  (registers the backbones and the checkpoint allowlist)
-from mmhire.errors import DatasetNotFoundError, MMHireError
+from mmhire.checks import check_channels, check_option_keys, leaf_datasets
+from mmhire.errors import MMHireError
 from mmhire.preemption import PREEMPTED_EXIT, Preempted
 
 # mmengine resolves 'mmdet::' configs with pkg_resources, which warns on
 # every run; the pinned setuptools still has it.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-
-DEMO = 'python tools/demo.py {task}'
-DATA_HINTS = {
-    'CocoDataset': (
-        'Get COCO 2017 from https://cocodataset.org (train2017, val2017 and '
-        'annotations_trainval2017) and unpack it as data/coco/train2017/, '
-        'data/coco/val2017/ and data/coco/annotations/ (or link data/coco '
-        'to where it is). To try mmhire without it: ' +
-        DEMO.format(task='detection')),
-    'ADE20KDataset': (
-        'Get ADEChallengeData2016.zip from '
-        'http://data.csail.mit.edu/places/ADEchallenge/ and unpack it as '
-        'data/ade/ADEChallengeData2016/ (images/, annotations/). To try '
-        'mmhire without it: ' + DEMO.format(task='segmentation')),
-    'CityscapesDataset': (
-        'Get leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from '
-        'https://www.cityscapes-dataset.com, unpack both into '
-        'data/cityscapes/ and make the *_gtFine_labelTrainIds.png label '
-        "files with mmseg's tools/dataset_converters/cityscapes.py "
-        '(the README has the command).'),
-}
 
 
 def add_common_args(parser):
@@ -65,51 +43,6 @@ def add_common_args(parser):
                         choices=['none', 'pytorch', 'slurm', 'mpi'])
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser
-
-
-def check_option_keys(cfg, options):
-    """Refuse a ``--cfg-options`` key whose first part is neither in the
-    config nor a setting mmengine's runner reads: a misspelt one would be
-    added and silently ignored."""
-    known = set(cfg) | set(inspect.signature(Runner.__init__).parameters)
-    for key in options:
-        top = key.split('.')[0]
-        if top not in known:
-            close = difflib.get_close_matches(top, sorted(known), n=1)
-            hint = f'; did you mean {close[0]!r}?' if close else ''
-            raise MMHireError(
-                f'--cfg-options {key}: {top!r} is a setting of neither the '
-                f"config nor mmengine's runner, so it would be ignored{hint}")
-
-
-def positive_int(text):
-    """An argparse type: an int above 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(
-            f'{text!r} is not a whole number above 0')
-    return value
-
-
-def resolve_device(device):
-    """``--device``: ``cpu``, ``cuda`` or ``cuda:N``, refused in one line
-    where it cannot run; by default CUDA where there is one."""
-    if device is None:
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    match = re.fullmatch(r'cpu|cuda(?::(\d+))?', device)
-    if not match:
-        raise MMHireError(f'--device {device!r}: use cpu, cuda or cuda:N.')
-    if device != 'cpu':
-        index = int(match[1] or 0)
-        if index >= torch.cuda.device_count():
-            have = (f'{torch.cuda.device_count()} CUDA device(s)'
-                    if torch.cuda.is_available() else 'no CUDA GPU')
-            raise MMHireError(f'--device {device}: this machine has {have}; '
-                              'use --device cpu.')
-    return device
 
 
 def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
@@ -127,6 +60,7 @@ def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(path))[0])
     adapt_to_machine(cfg, launcher)
+    check_channels(cfg)
     return cfg
 
 
@@ -177,33 +111,6 @@ def use_amp(cfg):
             '--amp here.')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     cfg.optim_wrapper.loss_scale = 'dynamic'
-
-
-def _datasets(cfg):
-    """The leaf dataset configs inside a (possibly wrapped) dataset config."""
-    if 'datasets' in cfg:
-        return [leaf for sub in cfg['datasets'] for leaf in _datasets(sub)]
-    if 'dataset' in cfg:
-        return _datasets(cfg['dataset'])
-    return [cfg]
-
-
-def check_data(cfg, loaders):
-    """Fail early, with directions, when a dataset is not on disk."""
-    for loader in loaders:
-        if not cfg.get(loader):
-            continue
-        for dataset in _datasets(cfg[loader]['dataset']):
-            root = dataset.get('data_root') or ''
-            paths = [dataset.get('ann_file') or '']
-            paths += list((dataset.get('data_prefix') or {}).values())
-            for path in paths:
-                full = osp.join(root, path) if path else root
-                if full and '://' not in full and not osp.exists(full):
-                    hint = DATA_HINTS.get(dataset.get('type'), '')
-                    raise DatasetNotFoundError(
-                        f'the {loader} dataset is not there: {full} does not '
-                        f'exist. {hint}')
 
 
 def build_runner(cfg):
@@ -264,7 +171,7 @@ def _default_detection_tta(cfg):
         type='DetTTAModel',
         tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5),
                      max_per_img=100)))
-    test_set = _datasets(cfg.test_dataloader.dataset)[0]
+    test_set = leaf_datasets(cfg.test_dataloader.dataset)[0]
     pipeline = copy.deepcopy(test_set.pipeline)
     pipeline[-1] = dict(type='TestTimeAug', transforms=[
         [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],

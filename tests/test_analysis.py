@@ -20,9 +20,7 @@ def test_get_flops_of_an_arch_and_of_configs(tmp_path):
     assert "RepMLPNet 'T224' backbone: 37.818M parameters, 2.81" \
         in repmlp.stdout
     for config in ('detection/mask_rcnn_hire_tiny_1x.py',
-                   'segmentation/upernet_repmlp_t256_80k_cityscapes.py',
-                   'segmentation/upernet_hire_tiny_160k_ade20k.py',
-                   'detection/retinanet_convmlp_small_1x.py'):
+                   'segmentation/upernet_repmlp_t256_80k_cityscapes.py'):
         result = run_tool(['tools/analysis/get_flops.py',
                            str(ROOT / 'configs' / config), '--shape', '256',
                            '320'], cwd=tmp_path)  # no dataset there

@@ -118,3 +118,20 @@ def test_ema_weights_asked_for_but_missing(tmp_path):
     torch.save({'model': HireMLP(TINY).state_dict()}, tmp_path / 'no_ema.pth')
     with pytest.raises(CheckpointError, match='has no EMA weights'):
         pretrained(HireMLP, TINY, tmp_path / 'no_ema.pth', use_ema=True)
+
+
+@pytest.mark.parametrize('content', [
+    b'config: a text file, which a pickle reads as GLOBAL "onfig:"\n',
+    b'{"json": 1}\n', b'q', b'PK\x03\x04 a broken zip'],
+    ids=['yaml', 'json', 'opcode', 'zip'])
+def test_a_file_that_is_not_a_checkpoint_is_said_to_be_so(tmp_path,
+                                                          content):
+    """Before torch reads it as a pickle: no refused-pickle message with
+    torch's advice pasted in, no IndexError."""
+    path = tmp_path / 'notes.pth'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as refused:
+        pretrained_tiny(path)
+    message = str(refused.value)
+    assert 'not a file written by torch.save' in message
+    assert 'pickled' not in message and 'weights_only' not in message

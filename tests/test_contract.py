@@ -348,7 +348,8 @@ def test_another_networks_file_is_refused_naming_it(backbone, tmp_path):
 
 def test_convert_checkpoint_tool(backbone, tmp_path, capsys):
     cls, case = backbone
-    source, target = tmp_path / 'released.pth', tmp_path / 'clean.pth'
+    source = tmp_path / 'released.pth'
+    target = tmp_path / 'folder/to/make/clean.pth'  # made by the tool
     released_file(cls, case, source)
     spec = importlib.util.spec_from_file_location(
         'convert_checkpoint', ROOT / 'tools/convert_checkpoint.py')

@@ -91,3 +91,11 @@ def test_readme_is_an_entry_page_and_every_local_link_resolves():
             assert (page.parent / target).exists(), f'{page.name}: {target}'
     linked = {(ROOT / t).resolve() for t in local_links(readme)}
     assert set(pages[1:]) <= linked  # every docs page is reachable
+
+
+def test_no_message_or_page_advises_loading_without_weights_only():
+    advice = re.compile(r'weights_only\W{0,3}(=|set to)\W{0,3}False')
+    sources = [*ROOT.glob('*.md'), *(ROOT / 'docs').rglob('*.md'),
+               *PACKAGE.rglob('*.py'), *(ROOT / 'tools').rglob('*.py'),
+               *(ROOT / 'tests').rglob('*.py')]
+    assert [str(p) for p in sources if advice.search(p.read_text())] == []

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -223,3 +224,60 @@ def test_unreadable_files_are_named_everywhere(tmp_path, content, why):
                          check=False)
     assert converted.returncode == 1 and 'Traceback' not in converted.stderr
     assert why in converted.stderr
+
+
+def start_until_locked(work_dir, cwd, options=SEG_OPTIONS):
+    """A training into ``work_dir`` started in its own session, once it
+    holds the work dir's lock."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / 'tools/train.py'), SEG, '--work-dir',
+         work_dir, *options], cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lock = cwd / work_dir / '.mmhire.lock'
+    for _ in range(1200):
+        if lock.is_file() and f'pid {process.pid} ' in lock.read_text():
+            return process
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.1)
+    raise AssertionError('the run never took its lock')
+
+
+def test_a_second_training_into_a_busy_work_dir_stops_at_once(small_ade):
+    first = start_until_locked('work_dirs/busy', small_ade)
+    os.killpg(first.pid, signal.SIGSTOP)  # busy for as long as we like
+    try:
+        started = time.monotonic()
+        second = run_tool(['tools/train.py', SEG, '--work-dir',
+                           'work_dirs/busy', *SEG_OPTIONS,
+                           'optim_wrapper.optimizer.lr=0.5'], cwd=small_ade,
+                          check=False)
+        took = time.monotonic() - started
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    output, _ = first.communicate(timeout=300)
+    assert second.returncode == 1 and 'Traceback' not in second.stderr
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f'error: work dir {small_ade / "work_dirs/busy"} is in use by '
+        f'another training (pid {first.pid} on ')
+    assert took < 30, took
+    assert first.returncode == 0, output[-3000:]
+    work_dir = small_ade / 'work_dirs/busy'
+    assert (work_dir / 'iter_10.pth').is_file()
+    assert not (work_dir / '.mmhire.lock').exists()
+    assert len([p for p in work_dir.iterdir() if p.is_dir()]) == 1  # one log
+    assert 'lr=0.5' not in (work_dir / 'fpn_hire_tiny_synthetic.py'
+                            ).read_text()
+
+
+def test_the_lock_of_a_killed_training_is_taken_over(small_ade):
+    first = start_until_locked('work_dirs/killed', small_ade)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate(timeout=60)
+    options = [*SEG_OPTIONS[:-1], 'train_cfg.max_iters=1',
+               'default_hooks.checkpoint.interval=1']
+    second = run_tool(['tools/train.py', SEG, '--work-dir',
+                       'work_dirs/killed', *options], cwd=small_ade)
+    assert 'took over the work dir lock of a run that ended without ' \
+        f'releasing it (pid {first.pid} on ' in second.stdout + second.stderr
+    assert (small_ade / 'work_dirs/killed/iter_1.pth').is_file()
+    assert not (small_ade / 'work_dirs/killed/.mmhire.lock').exists()

@@ -14,7 +14,8 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
-from mmhire.engine import adapt_to_machine, use_tta
+from mmhire.engine import adapt_to_machine, load_config, use_tta
+from mmhire.errors import ArchError
 
 CONFIGS = sorted((ROOT / 'configs/segmentation').glob('*.py'))
 HIRE_CONFIGS = [p for p in CONFIGS if '_hire_' in p.stem]
@@ -368,3 +369,20 @@ def test_demo_learns_the_generated_regions(tmp_path, backbone, name):
     grid = mmcv.imread(work_dir / 'segmentation_predictions_grid.png')
     assert grid.shape[0] > 4 * 3 * 128 and grid.shape[1] > 2 * 3 * 3 * 128
     assert 'picture of the predictions' in result.stdout
+
+
+@pytest.mark.parametrize('options,says', [
+    ({'model.backbone.out_indices': (0, 1, 2)},
+     'model.decode_head.in_index is [0, 1, 2, 3], but RepMLPNet with '
+     'out_indices (0, 1, 2) returns 3 maps of [64, 128, 256] channels; set '
+     'in_index or out_indices to match.'),
+    ({'model.auxiliary_head.in_channels': 512},
+     'model.auxiliary_head.in_channels is [512], but RepMLPNet with '
+     'out_indices (0, 1, 2, 3) returns 4 maps of [64, 128, 256, 512] '
+     'channels and in_index [2] picks [256]; set in_channels to match.'),
+], ids=['in_index', 'in_channels'])
+def test_decode_heads_are_checked_against_the_backbone(options, says):
+    with pytest.raises(ArchError, match=re.escape(says)):
+        load_config(str(ROOT / 'configs/segmentation/demo/'
+                        'upernet_repmlp_t256_synthetic_cityscapes.py'),
+                    options)

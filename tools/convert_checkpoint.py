@@ -10,11 +10,15 @@ dropped), so any PyTorch loads it with ``weights_only=True`` and no
 allowlist. It loads with ``init_cfg=dict(type='Pretrained', checkpoint=DST)``.
 """
 import argparse
+import os
+import os.path as osp
 import sys
 
 import torch
 
-from mmhire.checkpoint import CheckpointError, safe_load, unwrap_state_dict
+from mmhire.checkpoint import safe_load, unwrap_state_dict
+from mmhire.checks import check_writable
+from mmhire.errors import MMHireError
 from mmhire.models import backbone_names, identify
 
 
@@ -27,9 +31,10 @@ def main(argv=None):
                         'state_dict_ema)')
     args = parser.parse_args(argv)
     try:
+        check_writable(args.dst, 'dst', folder=False)
         checkpoint = safe_load(args.src)
         found, kind = unwrap_state_dict(checkpoint, use_ema=args.ema)
-    except CheckpointError as e:
+    except MMHireError as e:
         sys.exit(f'error: {e}')
     match = identify(found)
     if match is None:
@@ -41,6 +46,7 @@ def main(argv=None):
     weights = {'model', 'model_ema', 'state_dict', 'state_dict_ema'}
     dropped = sorted(set(checkpoint) - weights - set(state_dict)
                      - set(classifier))
+    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
     torch.save({'state_dict': state_dict,
                 'meta': dict(network=network.__name__,
                              arch=network.zoo_name(arch),

@@ -25,9 +25,9 @@ import sys
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from mmhire.checkpoint import check_fits, check_readable
-from mmhire.engine import (add_common_args, build_runner, check_data,
-                           load_config, tool_session, use_tta)
+from mmhire.checks import check_data, check_fits, check_writable
+from mmhire.engine import (add_common_args, build_runner, load_config,
+                           tool_session, use_tta)
 from mmhire.errors import MMHireError
 from mmhire.models import switch_to_deploy
 
@@ -73,20 +73,26 @@ def save_outputs(cfg, args):
                 cfg.visualizer.save_dir = show_dir
         if cfg.default_scope == 'mmseg':
             hook.interval = 1  # mmseg draws every 50th image by default
-    if args.out and cfg.default_scope == 'mmseg':
-        cfg.test_evaluator.update(output_dir=osp.abspath(args.out),
-                                  keep_results=True)
-    elif args.out and not args.out.endswith(('.pkl', '.pickle')):
+    segmentation = cfg.default_scope == 'mmseg'
+    if args.out and not segmentation and not args.out.endswith(
+            ('.pkl', '.pickle')):
         raise MMHireError(f'--out {args.out!r}: detection results are '
                           'written as a .pkl file (name it results.pkl).')
+    for option, path in (('--work-dir', cfg.work_dir),
+                         ('--show-dir', args.show_dir)):
+        check_writable(path, option)
+    check_writable(args.out, '--out', folder=segmentation)
+    if args.out and segmentation:
+        cfg.test_evaluator.update(output_dir=osp.abspath(args.out),
+                                  keep_results=True)
 
 
 def main():
     args = parse_args()
     with tool_session():
-        check_readable(args.checkpoint)
         cfg = load_config(args.config, args.cfg_options, args.work_dir,
                           args.launcher)
+        check_fits(cfg, args.checkpoint)
         cfg.load_from = args.checkpoint
         if args.tta:
             use_tta(cfg, flip=not args.no_flip)
@@ -97,10 +103,9 @@ def main():
             from mmdet.evaluation import DumpDetResults
             runner.test_evaluator.metrics.append(
                 DumpDetResults(out_file_path=args.out))
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
-        check_fits(getattr(model, 'module', model), args.checkpoint)
         if args.deploy:
+            model = runner.model.module if is_model_wrapper(runner.model) \
+                else runner.model
             runner.load_or_resume()  # fold the loaded weights, not fresh ones
             print_log(f'mmhire: {switch_to_deploy(model)} backbone(s) '
                       'switched to the deploy form', logger='current')

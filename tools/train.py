@@ -16,9 +16,11 @@ import argparse
 import os.path as osp
 
 from mmhire import preemption
-from mmhire.checkpoint import check_readable, newest_readable_checkpoint
-from mmhire.engine import (add_common_args, build_runner, check_data,
-                           load_config, tool_session, use_amp)
+from mmhire.checkpoint import newest_readable_checkpoint, safe_load
+from mmhire.checks import check_data, check_fits, check_writable
+from mmhire.engine import (add_common_args, build_runner, load_config,
+                           tool_session, use_amp)
+from mmhire.run_lock import claim_work_dir
 
 
 def parse_args():
@@ -53,10 +55,14 @@ def main():
                 if osp.isdir(cfg.work_dir) else None
         elif args.resume is not None:
             cfg.resume, cfg.load_from = True, args.resume
-        if cfg.get('load_from'):
-            check_readable(cfg.load_from)
+        if cfg.get('load_from') and cfg.get('resume'):
+            check_fits(cfg, cfg.load_from)  # and readable and safe
+        elif cfg.get('load_from'):  # fine-tuning: it may fit in part
+            safe_load(cfg.load_from)
         check_data(cfg, ['train_dataloader', 'val_dataloader']
                    if cfg.get('val_cfg') else ['train_dataloader'])
+        check_writable(cfg.work_dir, '--work-dir')
+        claim_work_dir(cfg.work_dir)
         preemption.enable(cfg)
         build_runner(cfg).train()
 

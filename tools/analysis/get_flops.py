@@ -18,7 +18,8 @@ from mmengine.analysis import get_model_complexity_info
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
-from mmhire.engine import load_config, positive_int, tool_session
+from mmhire.checks import positive_int
+from mmhire.engine import load_config, tool_session
 from mmhire.errors import MMHireError
 from mmhire.models import BACKBONES, backbone_names, switch_to_deploy
 
