@@ -202,7 +202,7 @@ REFUSING = {  # tool -> its command, CHECKPOINT standing for the file
 
 @pytest.mark.parametrize('tool,kind', [
     ('infer', 'detector'), ('infer', 'backbone-only'), ('infer', 'unsafe'),
-    ('infer', 'text'), ('test', 'unsafe'), ('resume', 'detector'),
+    ('test', 'text'), ('resume', 'detector'),
     ('resume', 'unsafe')])
 def test_a_checkpoint_that_must_not_load_is_refused_in_one_line(
         det_checkpoint, seg_checkpoint, tmp_path, tool, kind):
@@ -227,11 +227,11 @@ def test_a_checkpoint_that_must_not_load_is_refused_in_one_line(
 @pytest.mark.parametrize('command', [
     ['tools/infer.py', 'photos', SEG, '{checkpoint}', '--out-dir',
      'blocker/out'],
-    ['tools/test.py', SEG, '{checkpoint}', '--out', 'blocker/labels'],
-    ['tools/test.py', SEG, '{checkpoint}', '--show-dir', 'blocker/drawn'],
+    ['tools/test.py', SEG, '{checkpoint}', '--show-dir', 'drawn', '--out',
+     'blocker/labels'],
     ['tools/train.py', SEG, '--work-dir', 'blocker/run'],
     ['tools/convert_checkpoint.py', '{checkpoint}', 'blocker/clean.pth'],
-], ids=['infer', 'test-out', 'test-show-dir', 'train', 'convert'])
+], ids=['infer', 'test', 'train', 'convert'])
 def test_an_unwritable_output_is_refused_before_the_run(
         seg_checkpoint, tmp_path, command):
     """A file where an output folder must go (as a folder without write
