@@ -25,6 +25,7 @@ import torch
 from mmhire.datasets.synthetic import (make_ade_shapes, make_cityscapes_shapes,
                                        make_coco_shapes)
 from mmhire.engine import build_runner, load_config, tool_session, use_tta
+from mmhire.run_lock import claim_work_dir
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 DEMOS = {  # backbone -> (config, maker of its data)
@@ -167,6 +168,7 @@ def main():
         if not osp.isdir(cfg.data_root):
             print(f'making the built-in {args.task} data in {cfg.data_root}')
             make_data(cfg.data_root)
+        claim_work_dir(cfg.work_dir)
         runner = build_runner(cfg)
         runner.train()  # validates after the last epoch
         metrics = {k: runner.message_hub.get_scalar(f'val/{k}').current()
