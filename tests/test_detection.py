@@ -14,6 +14,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
+from mmhire.checks import on_meta
 from mmhire.engine import adapt_to_machine, load_config
 from mmhire.errors import MMHireError
 
@@ -331,3 +332,15 @@ def test_demo_learns_the_generated_shapes(tmp_path, backbone, name):
                        'detection_predictions_grid.png')
     assert grid.shape[0] > 4 * 3 * 160 and grid.shape[1] > 2 * 2 * 3 * 160
     assert 'picture of the predictions' in result.stdout
+
+
+def test_a_stock_config_whose_model_cannot_be_built_on_meta_loads():
+    """mmdet's Swin reads values in its constructor, which the meta device
+    refuses: the checks build such a model on the CPU instead."""
+    import mmdet
+    path = (Path(mmdet.__file__).parent / '.mim/configs/swin/'
+            'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    cfg = load_config(str(path))
+    model = on_meta(cfg, cfg.model)
+    assert type(model).__name__ == 'MaskRCNN'
+    assert next(model.parameters()).device.type == 'cpu'
