@@ -97,6 +97,15 @@ def run_tool(args, cwd, env=None, check=True, timeout=600):
     return result
 
 
+def refused(args, cwd, env=None):
+    """Run a tool that must stop in one line: exit status 1 and no stack
+    trace. Returns the result and the last line of its stderr."""
+    result = run_tool(args, cwd, env=env, check=False)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, \
+        result.stderr[-3000:]
+    return result, result.stderr.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope='session')
 def small_coco(tmp_path_factory):
     """A working directory with a small generated COCO at the demo's path."""

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 import torch
-from conftest import ROOT, run_tool
+from conftest import ROOT, refused, run_tool
 
 from mmhire.checkpoint import safe_load
 
@@ -136,10 +136,8 @@ def test_test_py_writes_results_and_drawings_for_segmentation(
 
 
 def test_show_without_a_display_is_a_clear_error(det_checkpoint):
-    result = run_tool(['tools/test.py', DET, str(det_checkpoint), '--show'],
-                      cwd=det_checkpoint.parents[2], check=False,
-                      env={'DISPLAY': ''})
-    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    result, _ = refused(['tools/test.py', DET, str(det_checkpoint), '--show'],
+                        det_checkpoint.parents[2], env={'DISPLAY': ''})
     assert '--show needs a display' in result.stderr
 
 
@@ -156,11 +154,10 @@ def test_checkpoints_follow_the_umask(seg_checkpoint):
 ], ids=['unknown-device', 'absent-device', 'nothing-readable'])
 def test_infer_refuses_in_one_line(seg_checkpoint, tmp_path, args, says):
     (tmp_path / 'broken.jpg').write_bytes(b'not an image')
-    result = run_tool(['tools/infer.py', str(tmp_path / 'broken.jpg'), SEG,
+    _, last = refused(['tools/infer.py', str(tmp_path / 'broken.jpg'), SEG,
                        str(seg_checkpoint), '--out-dir', 'out', *args],
-                      cwd=tmp_path, check=False)
-    assert result.returncode == 1 and 'Traceback' not in result.stderr
-    assert says in result.stderr.strip().splitlines()[-1]
+                      tmp_path)
+    assert says in last
 
 
 class _Runs:
@@ -214,10 +211,8 @@ def test_a_checkpoint_that_must_not_load_is_refused_in_one_line(
     for name in ('data', 'photo.jpg'):
         (tmp_path / name).symlink_to(data / name if name == 'data' else next(
             (data / 'data/synthetic_ade/images/validation').iterdir()))
-    result = run_tool([str(checkpoint) if a == 'CHECKPOINT' else a
-                       for a in REFUSING[tool]], cwd=tmp_path, check=False)
-    last = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    result, last = refused([str(checkpoint) if a == 'CHECKPOINT' else a
+                            for a in REFUSING[tool]], tmp_path)
     assert says in last, last
     assert 'weights_only' not in result.stderr + result.stdout
     assert 'this ran' not in result.stdout
@@ -243,10 +238,9 @@ def test_an_unwritable_output_is_refused_before_the_run(
     shutil.copy(next((cwd / 'data/synthetic_ade/images/validation').iterdir()),
                 cwd / 'photos/a.jpg')
     before = sorted(p for p in cwd.rglob('*'))
-    result = run_tool([a.format(checkpoint=seg_checkpoint) for a in command],
-                      cwd=cwd, check=False)
-    assert result.returncode == 1 and 'Traceback' not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].endswith(
+    result, last = refused([a.format(checkpoint=seg_checkpoint)
+                            for a in command], cwd)
+    assert last.endswith(
         f'{cwd / "blocker"} is a file, not a folder; choose another path.')
     assert sorted(p for p in cwd.rglob('*')) == before
     assert 'Epoch' not in result.stdout + result.stderr
@@ -258,10 +252,9 @@ def test_infer_refuses_outputs_that_would_overwrite_its_inputs(
     shutil.copy(next((seg_checkpoint.parents[2] / 'data/synthetic_ade/images/'
                       'validation').iterdir()), tmp_path / 'out/vis/a.jpg')
     image = (tmp_path / 'out/vis/a.jpg').read_bytes()
-    result = run_tool(['tools/infer.py', 'out/vis', SEG, str(seg_checkpoint),
-                       '--out-dir', 'out'], cwd=tmp_path, check=False)
-    assert result.returncode == 1 and 'Traceback' not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    _, last = refused(['tools/infer.py', 'out/vis', SEG, str(seg_checkpoint),
+                       '--out-dir', 'out'], tmp_path)
+    assert last == (
         'error: --out-dir out: the output out/vis/a.jpg would overwrite an '
         'input image; choose an --out-dir outside the input folder.')
     assert (tmp_path / 'out/vis/a.jpg').read_bytes() == image
@@ -269,11 +262,9 @@ def test_infer_refuses_outputs_that_would_overwrite_its_inputs(
 
 
 def test_backbone_channels_are_checked_against_the_neck(small_coco):
-    result = run_tool(['tools/train.py', DET, '--cfg-options',
-                       'model.backbone.out_indices=(1,2,3)'], cwd=small_coco,
-                      check=False)
-    assert result.returncode == 1 and 'Traceback' not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    _, last = refused(['tools/train.py', DET, '--cfg-options',
+                       'model.backbone.out_indices=(1,2,3)'], small_coco)
+    assert last == (
         'error: model.neck.in_channels is [64, 128, 256, 512], but ConvMLP '
         'with out_indices (1, 2, 3) returns 3 maps of [128, 256, 512] '
         'channels; set in_channels=[128, 256, 512] or out_indices to match.')

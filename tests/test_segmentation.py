@@ -8,7 +8,7 @@ import re
 import mmcv
 import pytest
 import torch
-from conftest import ROOT, run_tool
+from conftest import ROOT, refused, run_tool
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
@@ -313,10 +313,9 @@ def test_deploy_form_tests_as_the_trained_network(small_ade, name):
         'data/cityscapes/ does not exist',
         'dataset_converters/cityscapes.py'))])
 def test_missing_dataset_is_a_clear_error(tmp_path, config, says):
-    result = run_tool(
+    result, _ = refused(
         ['tools/train.py', str(ROOT / f'configs/segmentation/{config}.py')],
-        cwd=tmp_path, check=False)
-    assert result.returncode == 1 and 'Traceback' not in result.stderr
+        tmp_path)
     assert all(s in result.stderr for s in says), result.stderr[-1000:]
 
 

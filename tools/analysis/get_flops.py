@@ -83,7 +83,8 @@ def main():
     parser.add_argument('--backbone', default='HireMLP',
                         choices=backbone_names(),
                         help='the network of an arch name')
-    parser.add_argument('--shape', type=positive_int, nargs=2, default=[224, 224],
+    parser.add_argument('--shape', type=positive_int, nargs=2,
+                        default=[224, 224],
                         metavar=('H', 'W'), help='input size')
     parser.add_argument('--deploy', action='store_true',
                         help='count the deploy form (BatchNorms folded)')
