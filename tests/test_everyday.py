@@ -268,3 +268,21 @@ def test_backbone_channels_are_checked_against_the_neck(small_coco):
         'error: model.neck.in_channels is [64, 128, 256, 512], but ConvMLP '
         'with out_indices (1, 2, 3) returns 3 maps of [128, 256, 512] '
         'channels; set in_channels=[128, 256, 512] or out_indices to match.')
+
+
+@pytest.mark.parametrize('script,args', [
+    ('dist_train.sh', [SEG, '0']), ('dist_train.sh', [SEG, 'two']),
+    ('dist_train.sh', ['2', SEG]), ('dist_train.sh', [SEG]),
+    ('dist_test.sh', [SEG, 'ckpt.pth', '-1'])])
+def test_dist_scripts_check_the_process_count(tmp_path, script, args):
+    result = run_tool([f'tools/{script}', *args], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and result.stderr.startswith(
+        'error: GPUS must be a whole number above 0')
+
+
+def test_get_flops_checks_the_shape(tmp_path):
+    result = run_tool(['tools/analysis/get_flops.py', 'tiny', '--shape', '0',
+                       '-5'], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "argument --shape: '0' is not a whole number above 0")
