@@ -197,7 +197,7 @@ def looks_like(state_dict):
 def check_fits(cfg, filename):
     """Refuse a checkpoint that would leave part of the config's model as
     built (mmengine only warns, then tests or resumes a half-loaded model),
-    saying what the file looks like."""
+    saying what the file looks like. Returns the file's state dict."""
     checkpoint = safe_load(filename)
     state_dict = checkpoint.get('state_dict', checkpoint) \
         if isinstance(checkpoint, dict) else None
@@ -226,6 +226,7 @@ def check_fits(cfg, filename):
             f'{"; ".join(problems)}; the file looks like '
             f'{looks_like(state_dict)}. Use the checkpoint that this config '
             'trained.')
+    return state_dict
 
 
 def leaf_datasets(cfg):

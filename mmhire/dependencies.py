@@ -26,6 +26,11 @@ SUPPORTED = {
     'mmdet': ('3.0.0', '4.0.0', 'det', 'the 3.x registries and configs'),
     'mmsegmentation': ('1.0.0', '2.0.0', 'seg',
                        'the 1.x registries and configs'),
+    # tools/deployment: torch's dynamo exporter writes through onnxscript
+    # (which needs onnx 1.17); the tested versions are in requirements/.
+    'onnx': ('1.17', '2', 'deploy', 'what onnxscript 0.5 needs'),
+    'onnxscript': ('0.5', '1', 'deploy', "torch 2.9+'s ONNX exporter"),
+    'onnxruntime': ('1.18', '2', 'deploy', 'opset 18 with its CPU kernels'),
 }
 # Modules that mmsegmentation 1.2 imports without declaring them.
 EXTRA_MODULES = {'seg': ['ftfy', 'regex']}
@@ -73,11 +78,15 @@ def _installed(name):
         return None
 
 
-def check_versions():
-    """Raise ``ImportError`` with one line naming the first package whose
-    installed version is outside its range (or, for a required one, that
-    is missing), the range and the command that fixes it."""
+def check_versions(extras=(None, 'det', 'seg')):
+    """Raise ``ImportError`` with one line naming the first package of
+    ``extras`` (None: the required ones) whose installed version is outside
+    its range (or, for a required one, that is missing), the range and the
+    command that fixes it. ``import mmhire`` checks all but the deployment
+    tools' packages, which those tools check."""
     for name, (low, high, extra, _why) in SUPPORTED.items():
+        if extra not in extras:
+            continue
         version = _installed(name)
         if version is None and extra is None:
             found = 'is not installed'

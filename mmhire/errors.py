@@ -23,3 +23,8 @@ class InputError(MMHireError, ValueError):
 
 class DeployError(MMHireError, RuntimeError):
     """Training a network whose BatchNorms were folded for inference."""
+
+
+class ExportError(MMHireError, RuntimeError):
+    """A model that cannot be exported, or whose exported file computes
+    otherwise than PyTorch."""

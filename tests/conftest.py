@@ -13,6 +13,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the reference/ transcriptions
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``-n auto``: a worker per core), one thread per
+    worker and per tool it runs: threads beyond the cores only wait."""
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        os.environ['OMP_NUM_THREADS'] = '1'
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+    """The demos (minutes each) first, so that no worker starts one while
+    the others have finished."""
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
@@ -122,3 +136,16 @@ def small_ade(tmp_path_factory):
     cwd = tmp_path_factory.mktemp('ade')
     make_ade_shapes(cwd / 'data/synthetic_ade', num_train=16, num_val=4)
     return cwd
+
+
+@pytest.fixture(scope='session')
+def trained_demo(small_ade):
+    """The segmentation demo trained for 2 iterations on ``small_ade``:
+    the working directory, the checkpoint and the training's output (its
+    validation scores)."""
+    demo = ROOT / 'configs/segmentation/demo/fpn_hire_tiny_synthetic.py'
+    trained = run_tool(['tools/train.py', str(demo), '--work-dir',
+                        'work_dirs/demo', '--cfg-options',
+                        'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+                        'default_hooks.checkpoint.interval=2'], cwd=small_ade)
+    return small_ade, 'work_dirs/demo/iter_2.pth', trained

@@ -314,7 +314,7 @@ def test_a_misspelt_cfg_option_is_refused_naming_the_key():
                  marks=pytest.mark.heavy)])
 def test_demo_learns_the_generated_shapes(tmp_path, backbone, name):
     result = run_tool(['tools/demo.py', 'detection', '--backbone', backbone],
-                      cwd=tmp_path, timeout=1200)
+                      cwd=tmp_path, timeout=2400)
     metrics = json.loads(Path(
         tmp_path / f'work_dirs/{name}/metrics.json').read_text())
     print(metrics)

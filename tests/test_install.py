@@ -21,7 +21,8 @@ def test_declared_requirements_are_ranges_with_extras():
     assert any(re.fullmatch(r'torch[<>=,.\d]+', v) for v in versions)
     assert all(';' not in r for r in requires
                if r.startswith(('torch', 'mmcv', 'mmengine')))
-    for library, extra in (('mmdet', 'det'), ('mmsegmentation', 'seg')):
+    for library, extra in (('mmdet', 'det'), ('mmsegmentation', 'seg'),
+                           ('onnxruntime', 'deploy')):
         declared = [r for r in requires if r.startswith(library)]
         assert declared and all(f'extra == "{extra}"' in r or
                                 'extra == "all"' in r for r in declared)

@@ -269,12 +269,9 @@ def test_amp_optim_wrapper_trains_the_demo_in_bfloat16(small_ade, tmp_path,
     assert sum(losses[-2:]) < sum(losses[:2])
 
 
-def test_single_and_multi_scale_testing(small_ade):
-    trained = run_tool(['tools/train.py', str(DEMO), '--work-dir',
-                        'work_dirs/tta', '--cfg-options',
-                        'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-                        'default_hooks.checkpoint.interval=2'], cwd=small_ade)
-    test = ['tools/test.py', str(DEMO), 'work_dirs/tta/iter_2.pth']
+def test_single_and_multi_scale_testing(trained_demo):
+    small_ade, checkpoint, trained = trained_demo
+    test = ['tools/test.py', str(DEMO), checkpoint]
     multi = run_tool([*test, '--tta'], cwd=small_ade)
     assert ('multi-scale test at 5 scales [(256, 64), (384, 96), (512, 128), '
             '(640, 160), (768, 192)] with horizontal flip') in multi.stdout
@@ -354,7 +351,7 @@ def test_cityscapes_config_trains_and_evaluates_on_generated_data(tmp_path):
                  marks=pytest.mark.heavy)])
 def test_demo_learns_the_generated_regions(tmp_path, backbone, name):
     result = run_tool(['tools/demo.py', 'segmentation', '--backbone',
-                       backbone], cwd=tmp_path, timeout=1200)
+                       backbone], cwd=tmp_path, timeout=2400)
     work_dir = tmp_path / 'work_dirs' / name
     metrics = json.loads((work_dir / 'metrics.json').read_text())
     print(metrics)

@@ -27,6 +27,7 @@ fingerprint() {
 stack_works() {
   "$PY" - <<'EOF' 2>/dev/null
 import torch, mmengine, mmcv, mmdet, mmseg, einops, mmhire  # noqa: F401
+import onnx, onnxscript, onnxruntime  # noqa: F401  (tools/deployment)
 from mmcv.ops import nms, RoIAlign  # noqa: F401  (compiled ops present)
 assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__
 EOF

@@ -5,7 +5,7 @@ oneDNN (mkldnn) applies the activation or the add while the convolution's
 output is still in cache, instead of in another pass over memory; PyTorch
 exposes this as ``torch.ops.mkldnn._convolution_pointwise`` (what
 ``torch.compile`` emits on CPU). It is used only where autograd is off, on
-float32 CPU tensors outside autocast and tracing (where it is exact);
+float32 CPU tensors outside autocast, tracing and export (where it is exact);
 everywhere else, and where the op is missing, the same arithmetic runs as
 plain PyTorch.
 """
@@ -21,7 +21,8 @@ def fusable(x):
     return (_POINTWISE is not None and x.device.type == 'cpu'
             and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and not torch.is_autocast_enabled('cpu')
-            and not torch.jit.is_tracing())
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
 
 
 def conv_act(x, weight, bias, act, stride=(1, 1), padding=(0, 0), groups=1):

@@ -93,12 +93,17 @@ class RegionMLP(nn.Module):
         p, dim = self.region_size, self.dim
         B, C = x.shape[:2]
         size = x.shape[dim]
-        groups = -(-size // p)
+        groups = (size + p - 1) // p  # ceil; ONNX divides towards zero
+        # Under export the sizes are symbolic: every branch taken must hold
+        # for all of them, so the gathers always run (and the width branch
+        # undoes its roll too) and the modulus is a tensor's.
+        exporting = torch.compiler.is_exporting()
         positions = torch.arange(groups * p, device=x.device)
-        if self.shift or groups * p != size:
+        modulus = positions.new_full((), size)
+        if exporting or self.shift or groups * p != size:
             # Padded position j holds position (j - shift) mod size.
             x = maps(tokens(x).index_select(
-                dim - 1, (positions - self.shift) % size))
+                dim - 1, torch.remainder(positions - self.shift, modulus)))
         kernel = (p, 1) if dim == 2 else (1, p)
         weight = self.fc1.weight.view(-1, C, *kernel)
         if isinstance(self.norm, nn.Identity):  # deploy form: BN folded
@@ -110,12 +115,15 @@ class RegionMLP(nn.Module):
         bias = self.fc2.bias.view(C, p).t()
         x = tokens(F.conv2d(x, weight.reshape(C * p, -1, 1, 1),
                             bias.reshape(-1)))
+        # Position j comes from padded position (j + shift) mod size.
+        source = torch.remainder(positions[:size] + self.shift, modulus)
         if dim == 3:  # (B, H, G, p * C) -> (B, H, G * p, C), cropped
-            x = x.reshape(B, x.shape[1], groups * p, C)[:, :, :size]
-            return maps(x), self.shift
-        # Position j comes from padded position (j + shift) mod size: token
-        # (that % p) of region (that // p); (B, G, W, p, C) -> (B, H, W, C).
-        source = (positions[:size] + self.shift) % size
+            x = x.reshape(B, x.shape[1], groups * p, C)
+            if exporting:
+                return maps(x.index_select(2, source)), 0
+            return maps(x[:, :, :size]), self.shift
+        # That is token (that % p) of region (that // p); (B, G, W, p, C)
+        # -> (B, H, W, C).
         x = x.reshape(B, groups, x.shape[2], p, C).transpose(2, 3)
         return maps(_TokenGather.apply(x, source // p, source % p)), 0
 

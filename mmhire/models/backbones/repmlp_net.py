@@ -55,12 +55,16 @@ def _per_patch_conv(rows, weight):
     patch image of (R, S, p, p) rows, zero-padded at the patch border.
     A k x k one runs with the R*S patch images as the channels of one image,
     where oneDNN is about ten times faster, forward and backward, than on a
-    batch of R images of S channels; a 1x1 one is a product."""
+    batch of R images of S channels; a 1x1 one is a product. Under export,
+    where R is symbolic and ONNX wants a constant group count, it is the
+    batch of R images."""
     r, s, height, width = rows.shape
     k = weight.shape[-1]
     weight = weight.to(rows.dtype)  # autocast does not cast a product
     if k == 1:
         return rows * weight.view(1, s, 1, 1)
+    if torch.compiler.is_exporting():
+        return F.conv2d(rows, weight, padding=k // 2, groups=s)
     out = F.conv2d(rows.reshape(1, r * s, height, width),
                    weight.repeat(r, 1, 1, 1), padding=k // 2, groups=r * s)
     return out.view(r, s, height, width)
@@ -100,10 +104,14 @@ class RepMLPBlock(nn.Module):
         gate = self.gp(x)
         n, c, height, width = x.shape
         p, s = self.patch, self.sharesets
-        pad_h, pad_w = -height % p, -width % p
-        if pad_h or pad_w:
+        # Patches per column and row, and the padding that completes them
+        # (a ceiling division: simpler for the exporter than a modulus).
+        hp, wp = (height + p - 1) // p, (width + p - 1) // p
+        pad_h, pad_w = hp * p - height, wp * p - width
+        # Under export the sizes are symbolic: always pad (maybe by 0).
+        padded = torch.compiler.is_exporting() or pad_h or pad_w
+        if padded:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        hp, wp = (height + pad_h) // p, (width + pad_w) // p
         # One row per (sample, patch, channel group): its s share-sets' p*p
         # patch values.
         rows = (x.reshape(n, c // s, s, hp, p, wp, p)
@@ -115,7 +123,7 @@ class RepMLPBlock(nn.Module):
         out = (out.reshape(n, hp, wp, c // s, s, p, p)
                .permute(0, 3, 4, 1, 5, 2, 6)
                .reshape(n, c, hp * p, wp * p))
-        if pad_h or pad_w:
+        if padded:
             out = out[:, :, :height, :width]
         return out * gate
 
