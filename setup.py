@@ -34,6 +34,6 @@ setup(
     python_requires='>=3.9',
     install_requires=dependencies['install_requires'](),
     extras_require={**dependencies['extras_require'](),
-                    'tests': ['pytest']},
+                    'tests': ['pytest', 'pytest-xdist']},
     license='Apache-2.0',
 )
