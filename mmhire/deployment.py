@@ -207,24 +207,30 @@ def _module_names(part):
             for name, m in part.named_modules()}
 
 
+def _chain(error):
+    """``error`` and the errors it was raised from, outermost first."""
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def _where_export_failed(error, part):
     """The innermost layer of ``part`` whose code was running when
     ``error`` was raised."""
     names, layer = _module_names(part), None
-    while error is not None:
-        trace = error.__traceback__
+    for link in _chain(error):
+        trace = link.__traceback__
         while trace is not None:
             owner = trace.tb_frame.f_locals.get('self')
             if id(owner) in names:
                 layer = names[id(owner)]
             trace = trace.tb_next
-        error = error.__cause__ or error.__context__
     return layer
 
 
 def _where_conversion_failed(error, program):
     """The layer that the graph node named in ``error`` came from."""
-    text = '\n'.join(_chain(error))
+    text = '\n'.join(f'{type(e).__name__}: {e}' for e in _chain(error))
     found = re.search(r'translating node %(\w+) .*?target=([\w.]+)', text)
     if not found:
         return None, None
@@ -240,18 +246,9 @@ def _where_conversion_failed(error, program):
     return (path, kind.rsplit('.', 1)[-1]), target
 
 
-def _chain(error):
-    lines = []
-    while error is not None:
-        lines.append(f'{type(error).__name__}: {error}')
-        error = error.__cause__ or error.__context__
-    return lines
-
-
 def _reason(error):
     """The innermost error's first line."""
-    while (error.__cause__ or error.__context__) is not None:
-        error = error.__cause__ or error.__context__
+    *_, error = _chain(error)
     first = str(error).strip().splitlines()
     return f'{type(error).__name__}: {first[0] if first else ""}'.strip()
 
