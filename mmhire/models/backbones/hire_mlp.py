@@ -115,13 +115,14 @@ class RegionMLP(nn.Module):
         bias = self.fc2.bias.view(C, p).t()
         x = tokens(F.conv2d(x, weight.reshape(C * p, -1, 1, 1),
                             bias.reshape(-1)))
+        if dim == 3:  # (B, H, G, p * C) -> (B, H, G * p, C)
+            x = x.reshape(B, x.shape[1], groups * p, C)
+            if not exporting:  # cropped, the roll left to the sum
+                return maps(x[:, :, :size]), self.shift
         # Position j comes from padded position (j + shift) mod size.
         source = torch.remainder(positions[:size] + self.shift, modulus)
-        if dim == 3:  # (B, H, G, p * C) -> (B, H, G * p, C), cropped
-            x = x.reshape(B, x.shape[1], groups * p, C)
-            if exporting:
-                return maps(x.index_select(2, source)), 0
-            return maps(x[:, :, :size]), self.shift
+        if dim == 3:
+            return maps(x.index_select(2, source)), 0
         # That is token (that % p) of region (that // p); (B, G, W, p, C)
         # -> (B, H, W, C).
         x = x.reshape(B, groups, x.shape[2], p, C).transpose(2, 3)
