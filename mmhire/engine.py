@@ -4,6 +4,7 @@ augmentation, and turning mmhire's errors into one clear line. The checks
 made before anything heavy starts are in ``mmhire.checks``."""
 import atexit
 import copy
+import functools
 import gc
 import logging
 import os
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
+from mmengine.config import utils as config_utils
+from mmengine.fileio import load
 from mmengine.device import (is_mlu_available, is_musa_available,
                              is_npu_available)
 from mmengine.logging import print_log
@@ -31,6 +34,34 @@ from mmhire.preemption import PREEMPTED_EXIT, Preempted
 # mmengine resolves 'mmdet::' configs with pkg_resources, which warns on
 # every run; the pinned setuptools still has it.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+
+
+@functools.cache
+def _model_index(package_path):
+    """Config name -> model entry of a package's metafiles, as mmengine's
+    ``_get_cfg_metainfo`` collects them."""
+    mim = osp.join(package_path, '.mim')
+    index = {}
+    for metafile in load(osp.join(mim, 'model-index.yml'))['Import']:
+        for model in load(osp.join(mim, metafile))['Models']:
+            if 'Config' in model:
+                index.setdefault(model['Config'].partition('/')[-1], model)
+    return index
+
+
+def _cfg_metainfo(package_path, cfg_path):
+    index = _model_index(package_path)
+    if cfg_path not in index:
+        raise ValueError(f'{cfg_path} is not a model config of '
+                         f'{package_path}')  # mmengine: a base config
+    return index[cfg_path]
+
+
+# For each 'mmdet::' or 'mmseg::' base of a config, mmengine parses the
+# library's hundreds of metafiles again (about a second each time, 2-3 s
+# of every tool's start); read them once per process.
+config_utils._get_cfg_metainfo = _cfg_metainfo
 
 
 def add_common_args(parser):

@@ -1,8 +1,14 @@
 """Helpers every test file shares, and the generated datasets."""
 import copy
+import json
 import os
+import re
+import select
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -96,15 +102,87 @@ def check_with_cp_matches(plain, x):
         assert torch.equal(a, b)
 
 
+# What a Python process reads once at its start: a run that changes one of
+# these gets a process of its own.
+_AT_START = ('PYTHON', 'OMP_', 'MKL_', 'KMP_', 'LD_', 'CUDA', 'TORCH')
+
+
+class _ToolServer:
+    """tests/tool_server.py, started on first use in each test process."""
+
+    def __init__(self, env):
+        self.env = env
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / 'tests/tool_server.py')], cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env)
+        self.pending = b''
+
+    def serves(self, env):
+        return self.process.poll() is None and all(
+            env.get(k) == self.env.get(k) for k in {*env, *self.env}
+            if k.startswith(_AT_START))
+
+    def _answer(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b'\n' not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.process.stdout], [], [],
+                                              left)[0]:
+                return None
+            chunk = os.read(self.process.stdout.fileno(), 64)
+            if not chunk:
+                raise RuntimeError('tests/tool_server.py ended; run it by '
+                                   'hand to see why')
+            self.pending += chunk
+        line, self.pending = self.pending.split(b'\n', 1)
+        return int(line)
+
+    def run(self, command, cwd, env, timeout):
+        with tempfile.TemporaryDirectory() as outputs:
+            out, err = Path(outputs, 'stdout'), Path(outputs, 'stderr')
+            request = dict(script=command[1], args=command[2:], cwd=str(cwd),
+                           env=env, stdout=str(out), stderr=str(err))
+            self.process.stdin.write(json.dumps(request).encode() + b'\n')
+            self.process.stdin.flush()
+            pid = self._answer(600)  # the first run waits for the imports
+            status = self._answer(timeout)
+            if status is None:
+                os.kill(pid, signal.SIGKILL)
+                self._answer(60)
+                raise subprocess.TimeoutExpired(command, timeout,
+                                                out.read_text(),
+                                                err.read_text())
+            return subprocess.CompletedProcess(
+                command, status, out.read_text(errors='replace'),
+                err.read_text(errors='replace'))
+
+
+_server = None
+
+
+def _tool_server(env):
+    """This process's tool server, if it can run a tool with ``env``."""
+    global _server
+    if _server is None or _server.process.poll() is not None:
+        _server = _ToolServer({**os.environ, 'PYTHON': sys.executable})
+    return _server if _server.serves(env) else None
+
+
 def run_tool(args, cwd, env=None, check=True, timeout=600):
-    """Run a tools/ script as a user would, from ``cwd``."""
+    """Run a tools/ script as a user would, from ``cwd``. A Python script
+    runs in a child of tests/tool_server.py, which has the stack imported
+    already, unless ``env`` changes what a process reads at its start."""
     script = str(ROOT / args[0])
     command = ['bash', script] if script.endswith('.sh') \
         else [sys.executable, script]
-    result = subprocess.run(
-        command + list(args[1:]), cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, 'PYTHON': sys.executable,
-                              **(env or {})})
+    command += list(args[1:])
+    env = {**os.environ, 'PYTHON': sys.executable, **(env or {})}
+    server = _tool_server(env) if command[0] == sys.executable else None
+    if server:
+        result = server.run(command, cwd, env, timeout)
+    else:
+        result = subprocess.run(command, cwd=cwd, capture_output=True,
+                                text=True, timeout=timeout, env=env)
     if check and result.returncode:
         raise AssertionError(f'{args} failed:\n{result.stdout[-3000:]}\n'
                              f'{result.stderr[-3000:]}')
@@ -118,6 +196,64 @@ def refused(args, cwd, env=None):
     assert result.returncode == 1 and 'Traceback' not in result.stderr, \
         result.stderr[-3000:]
     return result, result.stderr.strip().splitlines()[-1]
+
+
+# A config's name: {framework}_{backbone}_{size}[_conv5]_{schedule}[_{dataset}].
+CONFIG_NAME = re.compile(r'(?P<framework>\w+?)_(?P<backbone>hire|convmlp|repmlp|'
+                         r'wavemlp)_(?P<size>[a-z0-9]+)(?P<variant>_conv5)?_'
+                         r'(?P<schedule>\dx|\d+k)(?P<dataset>_\w+)?')
+# What a backbone's size changes in its config: the arch and what comes with
+# it, and (anywhere in the model) the channels that follow.
+BACKBONE_SIZE_KEYS = ('arch', 'drop_path_rate', 'init_cfg')
+
+
+def config_groups(paths):
+    """Configs by framework, backbone, variant and dataset: the configs of a
+    group build the same model but for the backbone's size (and each
+    schedule trains that model)."""
+    groups = {}
+    for path in paths:
+        name = CONFIG_NAME.fullmatch(path.stem)
+        assert name, f'{path.name} is not named as the README says'
+        key = '{framework}_{backbone}'.format(**name.groupdict()) + \
+            (name['variant'] or '') + (name['dataset'] or '')
+        groups.setdefault(key, []).append(path)
+    return groups
+
+
+def _without_channels(node):
+    if isinstance(node, dict):
+        return {k: _without_channels(v) for k, v in node.items()
+                if k != 'in_channels'}
+    if isinstance(node, (list, tuple)):
+        return [_without_channels(v) for v in node]
+    return node
+
+
+def without_size(model):
+    """A model config without what the backbone's size decides."""
+    model = _without_channels(model)
+    for key in BACKBONE_SIZE_KEYS:
+        model['backbone'].pop(key, None)
+    return model
+
+
+def smallest_of_group(paths):
+    """The config of the smallest backbone of a group, built on the meta
+    device, after checking that the others differ from it only in the
+    backbone's size."""
+    from mmhire.checks import on_meta
+    from mmhire.engine import load_config
+    configs = {path: load_config(str(path)) for path in paths}
+    sizes = {path: sum(p.numel() for p in on_meta(
+        cfg, cfg.model.backbone).parameters())
+        for path, cfg in configs.items()}
+    smallest = min(paths, key=sizes.get)
+    model = without_size(configs[smallest].model.to_dict())
+    for path, cfg in configs.items():
+        assert without_size(cfg.model.to_dict()) == model, \
+            f'{path.stem} differs from {smallest.stem} beyond the size'
+    return smallest
 
 
 @pytest.fixture(scope='session')

@@ -488,8 +488,8 @@ def test_a_toy_fourth_backbone_gets_the_contract():
     """Registering a backbone (tests/toy_backbone.py, a few layers on the
     base class) and giving it a case is all the contract test needs."""
     result = subprocess.run(
-        [sys.executable, '-m', 'pytest', __file__, '-p', 'toy_backbone',
-         '-k', 'ToyMLP', '-q', '-p', 'no:cacheprovider'],
+        [sys.executable, '-m', 'pytest', __file__, '-n', '0', '-p',
+         'toy_backbone', '-k', 'ToyMLP', '-q', '-p', 'no:cacheprovider'],
         capture_output=True, text=True, cwd=ROOT,
         env={**os.environ,
              'PYTHONPATH': os.pathsep.join([str(ROOT / 'tests'), str(ROOT)])})

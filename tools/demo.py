@@ -10,7 +10,8 @@ train on it on the CPU, evaluate with the real evaluator and save a picture.
                                         # UperNet + RepMLPNet-T256,
                                         # Cityscapes layout
 
-Results go to work_dirs/<demo config>/ (metrics.json, the picture, the log
+--cfg-options changes the demo config as in tools/train.py (the tests run
+the demos for a few iterations so). Results go to work_dirs/<demo config>/ (metrics.json, the picture, the log
 and the checkpoint).
 """
 import argparse
@@ -21,6 +22,7 @@ from pathlib import Path
 import mmcv
 import numpy as np
 import torch
+from mmengine.config import DictAction
 
 from mmhire.datasets.synthetic import (make_ade_shapes, make_cityscapes_shapes,
                                        make_coco_shapes)
@@ -156,6 +158,9 @@ def main():
                         'ConvMLP-S, Wave-MLP-T or (segmentation) '
                         'RepMLPNet-T256')
     parser.add_argument('--work-dir', help='defaults to work_dirs/<config>')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the demo config, '
+                        'key=value (a shorter schedule, say)')
     args = parser.parse_args()
     demo = DEMOS[args.task]
     if args.backbone not in demo['configs']:
@@ -164,7 +169,7 @@ def main():
     config, make_data = demo['configs'][args.backbone]
     config = str(config)
     with tool_session():
-        cfg = load_config(config, work_dir=args.work_dir)
+        cfg = load_config(config, args.cfg_options, args.work_dir)
         if not osp.isdir(cfg.data_root):
             print(f'making the built-in {args.task} data in {cfg.data_root}')
             make_data(cfg.data_root)
@@ -174,7 +179,7 @@ def main():
         metrics = {k: runner.message_hub.get_scalar(f'val/{k}').current()
                    for k in demo['metrics']}
         if demo.get('multi_scale'):
-            tta = load_config(config, work_dir=args.work_dir)
+            tta = load_config(config, args.cfg_options, args.work_dir)
             tta.load_from = osp.join(cfg.work_dir, 'iter_%d.pth'
                                      % cfg.train_cfg.max_iters)
             use_tta(tta)
