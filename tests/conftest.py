@@ -238,6 +238,20 @@ def without_size(model):
     return model
 
 
+def check_on_meta(path, params):
+    """A config through the tools' checks (the backbone's maps against the
+    neck or heads) and built on the meta device; ``params``: whole-model
+    parameters (M) to 0.06 M, by config name."""
+    from mmhire.checks import on_meta
+    from mmhire.engine import load_config
+    cfg = load_config(str(path))
+    model = on_meta(cfg, cfg.model)
+    assert type(model.backbone).__name__ == cfg.model.backbone.type
+    if path.stem in params:
+        total = sum(p.numel() for p in model.parameters())
+        assert abs(total / 1e6 - params[path.stem]) < 0.06
+
+
 def smallest_of_group(paths):
     """The config of the smallest backbone of a group, built on the meta
     device, after checking that the others differ from it only in the
