@@ -15,7 +15,6 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
-from mmhire.checks import on_meta
 from mmhire.engine import adapt_to_machine, load_config, use_tta
 from mmhire.errors import ArchError
 
